@@ -1,0 +1,5 @@
+import sys
+
+from nrt.cli import main
+
+sys.exit(main())

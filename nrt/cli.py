@@ -1,0 +1,95 @@
+"""The ``nrt`` command: ``train``, ``generate``, ``presets``, ``data``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from nrt.config import FIELDS, ConfigError, load_config, preset_names, resolve_config_path
+from nrt.data import DataError
+from nrt.modeling import DEFAULT_MODEL, ModelError
+
+
+def _train(args: argparse.Namespace) -> None:
+    from nrt.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    train(cfg, resume=args.resume)
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from nrt.generate import generate
+    from nrt.modeling import load_policy
+
+    policy = load_policy(args.model, trust_remote_code=args.trust_remote_code)
+    out = generate(policy, args.question, system_prompt=args.system_prompt, seed=args.seed, think=not args.no_think,
+                   max_trace_tokens=args.max_trace_tokens, max_answer_tokens=args.max_answer_tokens,
+                   temperature=args.temperature, greedy=not args.sample)
+    closed = "closed with the delimiter" if out.emitted else "no delimiter: appended"
+    print(f"--- trace ({out.trace_tokens} tokens, {closed}) ---\n{out.trace}\n--- answer ---\n{out.answer}")
+
+
+def _presets(args: argparse.Namespace) -> None:
+    for name in preset_names():
+        lines = [ln for ln in resolve_config_path(name).read_text().splitlines() if ln and not ln.startswith("#")]
+        print(f"{name:12s} {', '.join(lines)}")
+    if args.keys:
+        print("\nkeys (any can be overridden as key=value):")
+        for f in FIELDS.values():
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            print(f"  {f.name} = {default!r}\n      {f.metadata['help']}")
+
+
+def _data(args: argparse.Namespace) -> None:
+    from nrt.data import bigbench_dir, fetch_bigbench
+
+    tasks = fetch_bigbench()
+    print(f"extracted {len(tasks)} BIG-bench tasks to {bigbench_dir()}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nrt", description="Native Reasoning Training: teach a causal LM to "
+                                     "reason from question-answer pairs.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="Train with a preset or YAML config and key=value overrides.")
+    p.add_argument("--config", default="nrt-ws", help="YAML file or preset name (see `nrt presets`).")
+    p.add_argument("--resume", action="store_true", help="Continue from the newest complete checkpoint.")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="Override any config key.")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("generate", help="Show the trace and the answer of a model for one question.")
+    p.add_argument("question")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="Checkpoint folder, hub name, or the embedded default.")
+    p.add_argument("--max-trace-tokens", type=int, default=256)
+    p.add_argument("--max-answer-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--sample", action="store_true", help="Sample instead of greedy decoding.")
+    p.add_argument("--no-think", action="store_true", help="Answer right after the delimiter, no trace.")
+    p.add_argument("--system-prompt", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.set_defaults(func=_generate)
+
+    p = sub.add_parser("presets", help="List the shipped presets (and with --keys every config key).")
+    p.add_argument("--keys", action="store_true")
+    p.set_defaults(func=_presets)
+
+    p = sub.add_parser("data", help="Offline data helpers.")
+    p.add_argument("action", choices=["fetch-bigbench"], help="fetch-bigbench: cache the BIG-bench task files.")
+    p.set_defaults(func=_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        args.func(args)
+    except (ConfigError, DataError, ModelError) as exc:
+        print(f"nrt: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,261 @@
+"""Training configuration: one dataclass, YAML presets, ``key=value`` overrides.
+
+Presets are data (``nrt/presets/*.yaml``, also reachable as ``configs/``), not code. Every key is read by
+the trainer; an unknown key, a value of the wrong type or an impossible combination is an error at start
+that names the key, never a surprise mid-run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from nrt.rewards import AGGREGATIONS
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key."""
+
+
+def _f(default: Any, help: str) -> Any:
+    """A dataclass field with help text (shown by ``nrt train --help-config``)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Everything one ``nrt train`` run reads. Defaults follow the reference recipe where it applies."""
+
+    # --- model -----------------------------------------------------------------------------------
+    model: str = _f("smollm2-135m-instruct", "Embedded default name, a local HF folder, or a hub name.")
+    trust_remote_code: bool = _f(False, "Allow custom modelling code from the model folder (opt-in).")
+    dtype: Literal["bf16", "fp32"] = _f("bf16", "bf16 autocast (fp32 master weights) or plain fp32.")
+    gradient_checkpointing: bool = _f(False, "Trade compute for memory in the training pass.")
+    lora: bool = _f(False, "Train LoRA adapters (peft) instead of all weights.")
+    lora_r: int = _f(16, "LoRA rank.")
+    lora_alpha: int = _f(32, "LoRA scaling numerator.")
+    lora_dropout: float = _f(0.0, "LoRA dropout.")
+    lora_target_modules: list[str] = _f(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "Module names that get LoRA adapters.",
+    )
+    delimiter: str = _f("<|response_start|>", "Special token that closes the trace and opens the answer.")
+    system_prompt: str | None = _f(None, "Optional system message put before every question.")
+
+    # --- data ------------------------------------------------------------------------------------
+    data: str = _f(
+        "reasoning_gym:basic_arithmetic",
+        "reasoning_gym:<name>, bigbench:<task>, a .jsonl/.json/.csv/.parquet file, a saved datasets "
+        "folder, or a datasets hub name.",
+    )
+    data_split: str = _f("train", "Split for datasets sources.")
+    data_size: int = _f(1000, "Number of generated examples for reasoning_gym sources.")
+    data_seed: int = _f(1, "Generator seed for reasoning_gym sources (evaluation uses other seeds).")
+    question_field: str = _f("question", "Record field holding the question (a string).")
+    answer_field: str = _f("answer", "Record field holding the reference answer (a string).")
+    messages_field: str = _f(
+        "messages",
+        "Record field holding a chat (list of {role, content}); the last assistant turn is the answer. "
+        "Used when a record has it, else question_field/answer_field.",
+    )
+    skip_bad_records: bool = _f(False, "Skip malformed records (and report how many) instead of failing.")
+    max_prompt_tokens: int = _f(512, "Prompts longer than this are skipped (counted in the log).")
+    max_answer_tokens: int = _f(256, "Reference answers are truncated to this many tokens.")
+
+    # --- rollout ---------------------------------------------------------------------------------
+    trace: bool = _f(True, "Sample reasoning traces. False gives plain SFT on the answers (no trace).")
+    num_traces: int = _f(4, "K: traces sampled per prompt (the group for advantage normalisation).")
+    max_trace_tokens: int = _f(64, "Trace budget in tokens; a trace that hits it gets the delimiter appended.")
+    temperature: float = _f(1.0, "Sampling temperature of traces.")
+    top_p: float = _f(1.0, "Nucleus sampling mass of traces.")
+
+    # --- objective -------------------------------------------------------------------------------
+    aggregation: str = _f(
+        "weighted_sum_log_prob", f"Reward aggregation f over answer tokens: one of {sorted(AGGREGATIONS)}."
+    )
+    token_reward: Literal["fixed", "derived"] = _f(
+        "fixed", "Answer-term weight per token: 1 (reference recipe) or c*df/dc from the aggregation."
+    )
+    empty_trace_baseline: bool = _f(
+        False, "Use max(0, R - R(empty trace)) as the reward before group normalisation (RLPR debiasing)."
+    )
+    group_std_min: float = _f(
+        0.0, "Drop groups whose reward std is below this from the trace term (RLPR's std filter)."
+    )
+    trace_weight: float = _f(1.0, "Weight of the policy-gradient trace term.")
+    answer_weight: float = _f(1.0, "Weight of the answer likelihood term.")
+    format_weight: float = _f(0.3, "Weight of the delimiter NLL for traces that did not emit it.")
+    clip_low: float = _f(0.8, "Lower clip of the importance ratio in the trace term.")
+    clip_high: float = _f(1.28, "Upper clip of the importance ratio in the trace term.")
+
+    # --- optimisation ----------------------------------------------------------------------------
+    steps: int = _f(8, "Training steps (rollout batches).")
+    prompts_per_step: int = _f(4, "Prompts per rollout batch (global, over all processes).")
+    prompts_per_micro_batch: int = _f(2, "Prompts per forward/backward pass; groups are never split.")
+    updates_per_step: int = _f(1, "Optimizer updates per rollout batch (>1 makes updates off-policy).")
+    lr: float = _f(5e-6, "AdamW peak learning rate.")
+    betas: list[float] = _f([0.9, 0.95], "AdamW betas.")
+    weight_decay: float = _f(0.01, "AdamW weight decay.")
+    warmup_ratio: float = _f(0.1, "Fraction of updates with linear warm-up.")
+    lr_schedule: Literal["constant", "linear", "cosine"] = _f("constant", "Learning-rate shape after warm-up.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
+    max_nonfinite_steps: int = _f(
+        3, "Stop the run after this many steps in a row whose loss or gradient was not finite (update skipped)."
+    )
+
+    # --- run -------------------------------------------------------------------------------------
+    seed: int = _f(0, "Seed for sampling, data order and initialisation.")
+    output_dir: str = _f("runs/nrt", "Run folder: metrics, logs, samples, checkpoints.")
+    save_every: int = _f(0, "Checkpoint every N steps (0: only at the end).")
+    keep_checkpoints: int = _f(2, "How many step checkpoints to keep (the newest).")
+    samples_per_step: int = _f(4, "Traces written to samples.jsonl per step.")
+    tensorboard: bool = _f(True, "Also write a TensorBoard log.")
+    progress: bool = _f(True, "Show a progress bar.")
+
+    def validate(self) -> TrainConfig:
+        """Check cross-field constraints; raise ConfigError naming the key."""
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigError(f"aggregation: unknown value {self.aggregation!r}; choose from {sorted(AGGREGATIONS)}")
+        positive = ["num_traces", "max_trace_tokens", "steps", "prompts_per_step", "prompts_per_micro_batch",
+                    "updates_per_step", "max_nonfinite_steps", "max_prompt_tokens", "max_answer_tokens", "data_size", "lora_r"]
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        if self.trace and self.num_traces < 2:
+            raise ConfigError("num_traces: group normalisation needs at least 2 traces per prompt (got 1)")
+        if not self.trace and self.num_traces != 1:
+            raise ConfigError("num_traces: must be 1 when trace=false (no trace is sampled)")
+        if self.prompts_per_step % self.prompts_per_micro_batch:
+            raise ConfigError(
+                f"prompts_per_micro_batch: {self.prompts_per_micro_batch} must divide prompts_per_step "
+                f"({self.prompts_per_step})"
+            )
+        if not 0.0 < self.temperature:
+            raise ConfigError(f"temperature: must be > 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top_p: must be in (0, 1], got {self.top_p}")
+        if not 0.0 < self.clip_low <= 1.0 <= self.clip_high:
+            raise ConfigError(f"clip_low/clip_high: need 0 < clip_low <= 1 <= clip_high, got {self.clip_low}, {self.clip_high}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr: must be > 0, got {self.lr}")
+        if len(self.betas) != 2:
+            raise ConfigError(f"betas: need two values, got {self.betas}")
+        return self
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+PRESET_DIR = resources.files("nrt") / "presets"
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped presets (``nrt-ws``, ``sft``, ...)."""
+    return sorted(p.name.removesuffix(".yaml") for p in PRESET_DIR.iterdir() if p.name.endswith(".yaml"))
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    """Convert ``value`` to the declared type of ``key`` or raise ConfigError naming key and source."""
+    hint = typing.get_type_hints(TrainConfig)[key]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if value is None and (origin in (typing.Union, types.UnionType)) and type(None) in args:
+        return None
+    if origin in (typing.Union, types.UnionType):
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    bad = ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r} (from {source})")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: must be one of {list(args)}, got {value!r} (from {source})")
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad
+        (item,) = args
+        if not all(isinstance(v, item) or (item is float and isinstance(v, int)) for v in value):
+            raise bad
+        return [item(v) for v in value]
+    raise bad
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as YAML (so ``lr=1e-5``, ``lora=true``, ``betas=[0.9,0.99]``)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key}: cannot parse value {raw!r}: {exc}") from None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and FIELDS.get(key) and \
+            typing.get_type_hints(TrainConfig)[key] is str:
+        value = raw  # a model or data name that looks like a number stays a string
+    return key.strip(), value
+
+
+def resolve_config_path(config: str) -> Path:
+    """A YAML path, or the name of a shipped preset (``nrt-ws`` or ``configs/nrt-ws.yaml``)."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    name = path.name.removesuffix(".yaml")
+    candidate = PRESET_DIR / f"{name}.yaml"
+    if candidate.is_file():
+        return Path(str(candidate))
+    raise ConfigError(f"config: no file {config!r} and no preset {name!r} (presets: {preset_names()})")
+
+
+def load_config(config: str | None = None, overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
+    """Build a validated TrainConfig from a YAML file or preset name plus overrides."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if config is not None:
+        path = resolve_config_path(config)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of key: value, got {type(loaded).__name__}")
+        for key, value in loaded.items():
+            values[key], sources[key] = value, str(path)
+    items = overrides.items() if isinstance(overrides, dict) else map(_parse_override, overrides or [])
+    for key, value in items:
+        values[key], sources[key] = value, "command line"
+    for key in values:
+        if key not in FIELDS:
+            close = [k for k in FIELDS if k.split("_")[0] == key.split("_")[0]]
+            hint = f"; did you mean {close}?" if close else ""
+            raise ConfigError(f"{key}: unknown key (from {sources[key]}){hint}")
+    coerced = {k: _coerce(k, v, sources[k]) for k, v in values.items()}
+    return TrainConfig(**coerced).validate()
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """Plain dict of a config, for the run folder's ``config.yaml``."""
+    return dataclasses.asdict(cfg)

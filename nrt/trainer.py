@@ -1,0 +1,191 @@
+"""The training run: set-up, the loop over ``nrt_step``, checkpoints, resume, and the closing summary.
+
+Glue only: the step's math lives in ``nrt.step`` / ``nrt.objective`` / ``nrt.rewards``. The loop runs on
+``accelerate``, so one CPU, one GPU and several processes share the same code: each process takes its
+slice of every step's prompts (groups never straddle processes), gradients are averaged, and only the
+main process writes logs and checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from transformers import get_scheduler
+
+from nrt.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
+from nrt.config import TrainConfig, config_to_dict
+from nrt.data import FieldNames, load_examples
+from nrt.modeling import Policy, apply_lora, load_policy
+from nrt.prompts import Encoded, encode_example
+from nrt.runlog import NullRunLog, RunLog, read_jsonl
+from nrt.step import nrt_step
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (e.g. repeated non-finite losses); the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    checkpoint: Path | None
+    steps: int
+    metrics: list[dict[str, Any]]
+
+
+def prompt_indices(step: int, per_step: int, num_examples: int, seed: int) -> list[int]:
+    """Example indices of ``step``: consecutive slices of a fresh permutation per epoch.
+
+    Stateless in the step number, so the data position of a resumed run is just its step.
+    """
+    out = []
+    for position in range(step * per_step, (step + 1) * per_step):
+        epoch, i = divmod(position, num_examples)
+        order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        out.append(int(order[i]))
+    return out
+
+
+def encode_dataset(policy: Policy, cfg: TrainConfig) -> tuple[list[Encoded], dict[str, int]]:
+    """Load and tokenise the training data; prompts over budget are skipped and counted."""
+    loaded = load_examples(cfg.data, fields=FieldNames(cfg.question_field, cfg.answer_field, cfg.messages_field),
+                           split=cfg.data_split, size=cfg.data_size, seed=cfg.data_seed,
+                           skip_bad=cfg.skip_bad_records)
+    encoded, too_long = [], 0
+    for example in loaded.examples:
+        item = encode_example(policy.tokenizer, example, system_prompt=cfg.system_prompt,
+                              max_answer_tokens=cfg.max_answer_tokens)
+        if len(item.prompt_ids) > cfg.max_prompt_tokens:
+            too_long += 1
+            continue
+        encoded.append(item)
+    if not encoded:
+        raise TrainingError(f"{cfg.data}: every prompt is longer than max_prompt_tokens={cfg.max_prompt_tokens}")
+    return encoded, {"examples": len(encoded), "bad_records_skipped": loaded.skipped, "prompts_too_long": too_long}
+
+
+def build_policy(cfg: TrainConfig, checkpoint: Path | None) -> tuple[Policy, torch.nn.Module]:
+    """The policy to train: from ``cfg.model``, or from a checkpoint when resuming."""
+    full_weights = checkpoint is not None and not cfg.lora
+    policy = load_policy(str(checkpoint / "model") if full_weights else cfg.model, delimiter=cfg.delimiter,
+                         trust_remote_code=cfg.trust_remote_code)
+    model = policy.model
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if cfg.lora:
+        model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
+        if checkpoint is not None:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(model, load_file(checkpoint / "adapter" / "adapter_model.safetensors"))
+    return policy, model
+
+
+def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
+    """Run ``cfg`` to the end (or continue it from its newest complete checkpoint with ``resume``)."""
+    run_dir = Path(cfg.output_dir)
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        log.warning("--resume: no complete checkpoint in %s; starting from step 0", run_dir)
+    accelerator = Accelerator(mixed_precision="bf16" if cfg.dtype == "bf16" else "no")
+    set_seed(cfg.seed)
+    policy, model = build_policy(cfg, checkpoint)
+    encoded, data_stats = encode_dataset(policy, cfg)
+    if cfg.prompts_per_step % accelerator.num_processes:
+        raise TrainingError(f"prompts_per_step={cfg.prompts_per_step} is not divisible by the "
+                            f"{accelerator.num_processes} processes")
+    per_process = cfg.prompts_per_step // accelerator.num_processes
+    if per_process % cfg.prompts_per_micro_batch:
+        raise TrainingError(f"prompts_per_micro_batch={cfg.prompts_per_micro_batch} must divide the "
+                            f"{per_process} prompts each process gets per step")
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                  betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    total_updates = cfg.steps * cfg.updates_per_step
+    scheduler = get_scheduler(cfg.lr_schedule if cfg.lr_schedule != "constant" else "constant_with_warmup",
+                              optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_updates),
+                              num_training_steps=total_updates)
+    # The scheduler is not prepared: accelerate would step it once per process.
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    start_step = 0
+    if checkpoint is not None:
+        state = load_trainer_state(checkpoint)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        start_step = state["step"]
+        log.info("resumed from %s at step %d", checkpoint, start_step)
+
+    main = accelerator.is_main_process
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        log.info("data %s: %s", cfg.data, data_stats)
+    runlog = RunLog(run_dir, total_steps=cfg.steps, start_step=start_step, tensorboard=cfg.tensorboard,
+                    progress=cfg.progress) if main else NullRunLog()
+
+    def save(step: int) -> Path | None:
+        accelerator.wait_for_everyone()
+        path = None
+        if main:
+            state = {"step": step, "prompts_seen": step * cfg.prompts_per_step,
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+            path = save_checkpoint(run_dir, step, accelerator.unwrap_model(model), policy.tokenizer, state,
+                                   lora=cfg.lora, keep=cfg.keep_checkpoints)
+        accelerator.wait_for_everyone()
+        return path
+
+    started = time.perf_counter()
+    nonfinite_in_a_row = 0
+    last_saved = checkpoint
+    rank = accelerator.process_index
+    try:
+        for step in range(start_step, cfg.steps):
+            indices = prompt_indices(step, cfg.prompts_per_step, len(encoded), cfg.seed)
+            mine = indices[rank * per_process:(rank + 1) * per_process]
+            out = nrt_step(model, policy, accelerator, optimizer, scheduler, [encoded[i] for i in mine], cfg)
+            runlog.log(step + 1, out.metrics, out.samples)
+            nonfinite_in_a_row = 0 if out.updated else nonfinite_in_a_row + 1
+            if nonfinite_in_a_row >= cfg.max_nonfinite_steps:
+                raise TrainingError(
+                    f"step {step + 1}: loss or gradient not finite for {nonfinite_in_a_row} steps in a row "
+                    f"(max_nonfinite_steps={cfg.max_nonfinite_steps}); stopping. Last good checkpoint: {last_saved}")
+            done = step + 1
+            if done == cfg.steps or (cfg.save_every and done % cfg.save_every == 0):
+                last_saved = save(done) or last_saved
+    finally:
+        runlog.close()
+    metrics = read_jsonl(run_dir / "metrics.jsonl") if main else []
+    if main:
+        print(summary(cfg, metrics, last_saved, run_dir, time.perf_counter() - started, data_stats))
+    return TrainResult(run_dir, last_saved, cfg.steps, metrics)
+
+
+def summary(cfg: TrainConfig, metrics: list[dict[str, Any]], checkpoint: Path | None, run_dir: Path,
+            seconds: float, data_stats: dict[str, int]) -> str:
+    """Short end-of-run report: how the headline figures moved from the first to the last steps."""
+    lines = [f"nrt: {len(metrics)} steps of {cfg.aggregation if cfg.trace else 'sft'} in {seconds / 60:.1f} min "
+             f"(data: {data_stats})"]
+    if metrics:
+        window = max(1, min(3, len(metrics) // 2))
+        first, last = metrics[:window], metrics[-window:]
+        for key, label in [("reward_raw_mean", "reward"), ("trace_len_mean", "trace length"),
+                           ("answer_nll_gain", "answer NLL gain (nats/token)"), ("delimiter_rate", "delimiter rate")]:
+            a = sum(m[key] for m in first) / window
+            b = sum(m[key] for m in last) / window
+            lines.append(f"  {label:30s} {a:10.4f} -> {b:10.4f}   (mean of first/last {window} steps)")
+    lines.append(f"  checkpoint: {checkpoint / 'model' if checkpoint else 'none'}")
+    lines.append(f"  logs: {run_dir / 'metrics.jsonl'}, {run_dir / 'samples.jsonl'}, {run_dir / 'tensorboard'}")
+    return "\n".join(lines)

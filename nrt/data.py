@@ -76,7 +76,12 @@ def _text(value: Any, origin: str, name: str, *, allow_number: bool = False) -> 
 
 
 def record_to_example(record: Any, origin: str, fields: FieldNames) -> Example:
-    """Validate one record (a mapping) and turn it into an Example, or raise DataError."""
+    """Validate one record (a mapping) and turn it into an Example, or raise DataError.
+
+    A reader passes an unreadable record (bad UTF-8, bad JSON line) as the DataError itself.
+    """
+    if isinstance(record, DataError):
+        raise record
     if not isinstance(record, dict):
         raise DataError(f"{origin}: expected an object with fields, got {type(record).__name__}")
     chat = record.get(fields.messages)
@@ -120,13 +125,14 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise DataError(f"{origin}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+                yield origin, DataError(f"{origin}: not valid UTF-8 ({exc.reason} at byte {exc.start})")
+                continue
             if not line.strip():
                 continue
             try:
                 yield origin, json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"{origin}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+                yield origin, DataError(f"{origin}: not valid JSON ({exc.msg} at column {exc.colno})")
 
 
 def _read_json(path: Path) -> Iterator[tuple[str, Any]]:
@@ -182,10 +188,17 @@ def _read_datasets(source: str, split: str) -> Iterator[tuple[str, Any]]:
         yield f"{source}[{split}] row {i}", record
 
 
+# reasoning-gym seeds item i of a dataset with ``seed + i``, so seeds 1 and 2 share all but one item. Each
+# nrt seed therefore owns its own block of generator seeds; blocks never overlap for sizes below this.
+RG_SEED_BLOCK = 10_000_000
+
+
 def _read_reasoning_gym(name: str, size: int, seed: int) -> Iterator[tuple[str, Any]]:
     import reasoning_gym
 
-    dataset = reasoning_gym.create_dataset(name, size=size, seed=seed)
+    if size > RG_SEED_BLOCK:
+        raise DataError(f"reasoning_gym:{name}: data_size must be at most {RG_SEED_BLOCK} (got {size})")
+    dataset = reasoning_gym.create_dataset(name, size=size, seed=(seed * RG_SEED_BLOCK) % 2**32)
     for i in range(size):
         entry = dataset[i]
         yield f"reasoning_gym:{name} seed={seed} #{i}", {"question": entry["question"], "answer": entry["answer"],
@@ -261,11 +274,13 @@ def read_records(source: str, *, split: str = "train", size: int = 1000, seed: i
     if kind == "bigbench" and name:
         return _read_bigbench(name)
     path = Path(source)
+    if path.is_dir():
+        return _read_datasets(source, split)
     if path.suffix.lower() in FILE_READERS:
         if not path.is_file():
             raise DataError(f"{source}: file not found")
         return FILE_READERS[path.suffix.lower()](path)
-    if path.is_dir() or "/" in source or not path.suffix:
+    if not path.exists():
         return _read_datasets(source, split)
     raise DataError(f"{source}: unsupported data source (expected one of {sorted(FILE_READERS)}, a datasets "
                     "folder or name, reasoning_gym:<name> or bigbench:<task>)")

@@ -51,7 +51,7 @@ class SequenceBatch:
 def assemble(samples: list[Sample], delimiter_id: int, end_id: int, pad_id: int) -> SequenceBatch:
     """Build the padded batch and its masks from token ids."""
     prompt_len = max(len(s.prompt_ids) for s in samples)
-    bodies = [s.trace_ids + [delimiter_id] + s.answer_ids + [end_id] for s in samples]
+    bodies = [[*s.trace_ids, delimiter_id, *s.answer_ids, end_id] for s in samples]
     body_len = max(len(b) for b in bodies)
     answer_len = max(len(s.answer_ids) for s in samples)
     n = len(samples)
@@ -60,7 +60,7 @@ def assemble(samples: list[Sample], delimiter_id: int, end_id: int, pad_id: int)
     trace_mask = torch.zeros((n, body_len), dtype=torch.bool)
     answer_index = torch.zeros((n, answer_len), dtype=torch.long)
     answer_mask = torch.zeros((n, answer_len), dtype=torch.bool)
-    for row, (sample, body) in enumerate(zip(samples, bodies)):
+    for row, (sample, body) in enumerate(zip(samples, bodies, strict=True)):
         left = prompt_len - len(sample.prompt_ids)
         input_ids[row, left:prompt_len] = torch.tensor(sample.prompt_ids, dtype=torch.long)
         input_ids[row, prompt_len:prompt_len + len(body)] = torch.tensor(body, dtype=torch.long)

@@ -82,7 +82,7 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
     t_sample = time.perf_counter()
 
     samples = [Sample(e.prompt_ids, t.ids, t.emitted, e.answer_ids)
-               for e, t in zip((e for e in encoded for _ in range(k)), traces)]
+               for e, t in zip((e for e in encoded for _ in range(k)), traces, strict=True)]
     micro = [
         _MicroBatch(range(i, i + cfg.prompts_per_micro_batch),
                     assemble(samples[i * k:(i + cfg.prompts_per_micro_batch) * k], policy.delimiter_id,

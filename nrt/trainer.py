@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from transformers import get_scheduler
 
@@ -80,8 +81,8 @@ def build_policy(cfg: TrainConfig, checkpoint: Path | None) -> tuple[Policy, tor
     policy = load_policy(str(checkpoint / "model") if full_weights else cfg.model, delimiter=cfg.delimiter,
                          trust_remote_code=cfg.trust_remote_code)
     model = policy.model
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    if cfg.gradient_checkpointing:  # renamed in transformers 5.x; the old name warns
+        getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     if cfg.lora:
         model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
         if checkpoint is not None:
@@ -92,13 +93,25 @@ def build_policy(cfg: TrainConfig, checkpoint: Path | None) -> tuple[Policy, tor
     return policy, model
 
 
+def use_bf16(dtype: str) -> bool:
+    """Resolve ``dtype: auto``: bf16 only where the hardware computes it natively."""
+    if dtype != "auto":
+        return dtype == "bf16"
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
     """Run ``cfg`` to the end (or continue it from its newest complete checkpoint with ``resume``)."""
     run_dir = Path(cfg.output_dir)
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         log.warning("--resume: no complete checkpoint in %s; starting from step 0", run_dir)
-    accelerator = Accelerator(mixed_precision="bf16" if cfg.dtype == "bf16" else "no")
+    # accelerate keeps its mixed-precision setting in a process-wide singleton; clear it (not the process
+    # group) so that several runs with different dtypes can follow each other in one Python process.
+    AcceleratorState._reset_state()
+    accelerator = Accelerator(mixed_precision="bf16" if use_bf16(cfg.dtype) else "no")
     set_seed(cfg.seed)
     policy, model = build_policy(cfg, checkpoint)
     encoded, data_stats = encode_dataset(policy, cfg)

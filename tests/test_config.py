@@ -1,0 +1,64 @@
+"""Presets, overrides and config errors that name the key."""
+
+import pytest
+
+from nrt.cli import main
+from nrt.config import ConfigError, load_config, preset_names
+
+PRESETS = {"nrt-ws": "weighted_sum_log_prob", "nrt-gm": "geometric_mean", "nrt-ws-inv": "weighted_sum_inverse_prob",
+           "jepo": "log_prob", "verifree": "prob", "rlpr": "arithmetic_mean", "sft": "weighted_sum_log_prob"}
+
+
+def test_every_preset_loads():
+    assert set(PRESETS) <= set(preset_names())
+    for name, aggregation in PRESETS.items():
+        assert load_config(name).aggregation == aggregation
+    assert load_config("configs/rlpr.yaml").empty_trace_baseline
+    sft = load_config("sft")
+    assert not sft.trace and sft.num_traces == 1
+
+
+def test_overrides_from_the_command_line_and_dict():
+    cfg = load_config("nrt-ws", ["lr=1e-5", "lora=true", "betas=[0.9, 0.99]", "steps=3", "model=123"])
+    assert cfg.lr == 1e-5 and cfg.lora and cfg.betas == [0.9, 0.99] and cfg.steps == 3 and cfg.model == "123"
+    assert load_config("jepo", {"num_traces": 8}).num_traces == 8
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["learning_rate=1e-5"], "learning_rate: unknown key"),
+    (["steps=two"], "steps: expected int"),
+    (["lora=1"], "lora: expected bool"),
+    (["dtype=fp16"], "dtype: must be one of"),
+    (["num_traces=1"], "num_traces: group normalisation needs at least 2"),
+    (["aggregation=median"], "aggregation: unknown value"),
+    (["prompts_per_step=3", "prompts_per_micro_batch=2"], "prompts_per_micro_batch: 2 must divide"),
+    (["temperature=0"], "temperature: must be > 0"),
+    (["clip_low=1.5"], "clip_low/clip_high"),
+    (["steps"], "expected key=value"),
+])
+def test_bad_configs_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("nrt-ws", overrides)
+
+
+def test_bad_yaml_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("aggregation: prob\nsteps: [1\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(path))
+    path.write_text("stepz: 3\n")
+    with pytest.raises(ConfigError, match=rf"stepz: unknown key \(from {path}\)"):
+        load_config(str(path))
+    with pytest.raises(ConfigError, match="no preset"):
+        load_config("nope")
+
+
+def test_cli_reports_config_errors_without_a_traceback(capsys):
+    assert main(["train", "--config", "nrt-ws", "lr=-1"]) == 2
+    assert "nrt: error: lr: must be > 0" in capsys.readouterr().err
+
+
+def test_cli_lists_presets_and_keys(capsys):
+    assert main(["presets", "--keys"]) == 0
+    out = capsys.readouterr().out
+    assert "rlpr" in out and "empty_trace_baseline: true" in out and "max_trace_tokens" in out

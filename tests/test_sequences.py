@@ -1,0 +1,121 @@
+"""Token-level assembly and masks, trace splitting, the delimiter token, and scoring positions."""
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from nrt.modeling import add_delimiter, load_policy
+from nrt.prompts import encode_example
+from nrt.rollout import left_pad, split_trace
+from nrt.sequences import Sample, assemble, score
+
+D, E, P = 90, 91, 0  # delimiter, end, pad ids
+
+
+def test_assemble_layout_and_masks():
+    samples = [
+        Sample(prompt_ids=[1, 2, 3], trace_ids=[10, 11], emitted=True, answer_ids=[20]),
+        Sample(prompt_ids=[4], trace_ids=[], emitted=False, answer_ids=[21, 22, 23]),
+    ]  # bodies trace+delim+answer+end have equal length 5, so no right padding
+    b = assemble(samples, D, E, P)
+    assert b.input_ids.tolist() == [
+        [1, 2, 3, 10, 11, D, 20, E],
+        [P, P, 4, D, 21, 22, 23, E],
+    ]
+    assert b.attention_mask.tolist() == [[1, 1, 1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1, 1]]
+    assert b.position_ids[1, 2:8].tolist() == [0, 1, 2, 3, 4, 5]  # positions restart after left padding
+    assert b.target_ids.tolist() == [[10, 11, D, 20, E], [D, 21, 22, 23, E]]
+    # the emitted delimiter belongs to the trace term; an appended one does not
+    assert b.trace_mask.tolist() == [[True, True, True, False, False], [False] * 5]
+    assert b.delim_index.tolist() == [2, 0] and b.delim_forced.tolist() == [False, True]
+    assert b.answer_index.tolist() == [[3, 0, 0], [1, 2, 3]]
+    assert b.answer_mask.tolist() == [[True, False, False], [True, True, True]]
+    assert b.end_index.tolist() == [4, 4]
+    # every index points at the token it claims
+    for row in range(2):
+        assert b.target_ids[row, b.delim_index[row]] == D
+        assert b.target_ids[row, b.end_index[row]] == E
+        got = b.target_ids[row, b.answer_index[row]][b.answer_mask[row]].tolist()
+        assert got == samples[row].answer_ids
+
+
+def test_split_trace_stops_at_delimiter_or_end():
+    assert split_trace([5, 6, D, 7], D, E).ids == [5, 6] and split_trace([5, 6, D, 7], D, E).emitted
+    t = split_trace([5, E, D], D, E)
+    assert t.ids == [5] and not t.emitted
+    t = split_trace([5, 6, 7], D, E)  # budget exhausted
+    assert t.ids == [5, 6, 7] and not t.emitted
+
+
+def test_left_pad():
+    ids, mask = left_pad([[1, 2], [3]], P)
+    assert ids.tolist() == [[1, 2], [P, 3]] and mask.tolist() == [[1, 1], [0, 1]]
+
+
+def test_score_matches_a_plain_forward(tiny_model_dir):
+    policy = load_policy(str(tiny_model_dir))
+    samples = [Sample([1, 2, 3], [10, 11], True, [20, 21]), Sample([4], [12], False, [22])]
+    b = assemble(samples, policy.delimiter_id, policy.end_id, policy.pad_id)
+    scored = score(policy.model, b)
+    # reference: score the second (left-padded) sample alone, unpadded
+    ids = torch.tensor([[4, 12, policy.delimiter_id, 22, policy.end_id]])
+    logits = policy.model(input_ids=ids).logits[0, :-1].log_softmax(-1)
+    ref = logits.gather(-1, ids[0, 1:, None]).squeeze(-1)  # log p of 12, delim, 22, end
+    torch.testing.assert_close(scored.logp[1, :4], ref, rtol=1e-4, atol=1e-4)
+    assert scored.answer_logp[1, 0].item() == scored.logp[1, 2].item()
+    assert scored.answer_logp[1, 1].item() == 0.0  # padding
+    assert scored.delim_logp[1].item() == scored.logp[1, 1].item()
+    assert scored.trace_entropy[0] > 0 and scored.trace_entropy[1] > 0
+
+
+def test_delimiter_is_a_special_token_initialised_from_eos(tiny_model_dir):
+    policy = load_policy(str(tiny_model_dir))
+    tok, model = policy.tokenizer, policy.model
+    assert tok.convert_ids_to_tokens(policy.delimiter_id) == "<|response_start|>"
+    assert tok("a<|response_start|>b", add_special_tokens=False).input_ids.count(policy.delimiter_id) == 1
+    emb = model.get_input_embeddings().weight
+    torch.testing.assert_close(emb[policy.delimiter_id], emb[tok.eos_token_id])
+    assert add_delimiter(model, tok, "<|response_start|>") == policy.delimiter_id  # idempotent
+
+
+def test_untied_output_row_is_copied_too(tiny_model_dir, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, tie_word_embeddings=False)
+    model.save_pretrained(tmp_path)
+    policy = load_policy(str(tiny_model_dir))  # tokenizer only
+    policy.tokenizer.save_pretrained(tmp_path)
+    untied = load_policy(str(tmp_path), delimiter="<|think_end|>")
+    out = untied.model.get_output_embeddings().weight
+    assert out is not untied.model.get_input_embeddings().weight
+    torch.testing.assert_close(out[untied.delimiter_id], out[untied.end_id])
+
+
+def test_prompt_uses_chat_template_and_keeps_turns(tiny_model_dir):
+    from nrt.data import Example
+
+    policy = load_policy(str(tiny_model_dir))
+    ex = Example([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+                  {"role": "user", "content": "2+2?"}], "4", "test")
+    enc = encode_example(policy.tokenizer, ex, system_prompt="Think.", max_answer_tokens=8)
+    text = policy.tokenizer.decode(enc.prompt_ids)
+    assert text.startswith("<|im_start|>system\nThink.<|im_end|>")
+    assert "Hello<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
+    assert policy.tokenizer.decode(enc.answer_ids) == "4"
+
+
+def test_base_model_without_template_gets_a_plain_one(tiny_model_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_model_dir, tmp_path, dirs_exist_ok=True)
+    for name in ("tokenizer_config.json", "chat_template.jinja"):
+        path = tmp_path / name
+        if path.name.endswith(".json"):
+            import json
+
+            config = json.loads(path.read_text())
+            config.pop("chat_template", None)
+            path.write_text(json.dumps(config))
+        else:
+            path.unlink(missing_ok=True)
+    policy = load_policy(str(tmp_path))
+    text = policy.tokenizer.apply_chat_template([{"role": "user", "content": "Q?"}], add_generation_prompt=True,
+                                                tokenize=False)
+    assert text == "User: Q?\n\nAssistant: "

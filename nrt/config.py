@@ -132,7 +132,8 @@ class TrainConfig:
             raise ConfigError(
                 f"aggregation: unknown value {self.aggregation!r}; choose from {sorted(AGGREGATIONS)}")
         positive = ["num_traces", "max_trace_tokens", "steps", "prompts_per_step", "prompts_per_micro_batch",
-                    "updates_per_step", "max_nonfinite_steps", "max_prompt_tokens", "max_answer_tokens", "data_size", "lora_r"]
+                    "updates_per_step", "max_nonfinite_steps", "max_prompt_tokens", "max_answer_tokens",
+                    "data_size", "lora_r"]
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")

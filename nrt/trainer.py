@@ -111,7 +111,9 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
     # accelerate keeps its mixed-precision setting in a process-wide singleton; clear it (not the process
     # group) so that several runs with different dtypes can follow each other in one Python process.
     AcceleratorState._reset_state()
-    accelerator = Accelerator(mixed_precision="bf16" if use_bf16(cfg.dtype) else "no")
+    # cpu=True without CUDA lets accelerate see torchrun's CPU processes as one data-parallel (gloo) job.
+    accelerator = Accelerator(mixed_precision="bf16" if use_bf16(cfg.dtype) else "no",
+                              cpu=not torch.cuda.is_available())
     set_seed(cfg.seed)
     policy, model = build_policy(cfg, checkpoint)
     encoded, data_stats = encode_dataset(policy, cfg)

@@ -1,0 +1,44 @@
+"""Run by `accelerate launch` in test_distributed.py: train the tiny model and record each rank's weights.
+
+Sampling is replaced by a deterministic function of the prompt and the trace index, so that a run split over
+processes and a single-process run see the same traces (the global RNG streams differ between layouts).
+"""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+import nrt.step
+import nrt.trainer
+from nrt import load_config, train
+from nrt.rollout import Trace
+
+out_dir = Path(sys.argv[1])
+overrides = json.loads(sys.argv[2])
+
+
+def fake_traces(model, prompts, *, num_traces, max_tokens, **kwargs):
+    return [Trace([100 + (sum(p) * (k + 3)) % 900 for _ in range(1 + (k + len(p)) % max_tokens)], k % 2 == 0)
+            for p in prompts for k in range(num_traces)]
+
+
+real_step = nrt.trainer.nrt_step
+
+
+def recording_step(model, *args, **kwargs):
+    out = real_step(model, *args, **kwargs)
+    digest = hashlib.sha256()
+    for p in model.parameters():
+        digest.update(p.detach().cpu().numpy().tobytes())
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    with (out_dir / f"hashes-rank{rank}.jsonl").open("a") as f:
+        f.write(json.dumps({"hash": digest.hexdigest(), "loss": out.metrics["loss"]}) + "\n")
+    return out
+
+
+nrt.step.sample_traces = fake_traces
+nrt.trainer.nrt_step = recording_step
+train(load_config("nrt-ws", overrides))

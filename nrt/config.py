@@ -8,6 +8,7 @@ that names the key, never a surprise mid-run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -137,6 +138,15 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        for key, hint in typing.get_type_hints(TrainConfig).items():
+            value = getattr(self, key)
+            if hint is float and not math.isfinite(value):
+                raise ConfigError(f"{key}: must be a finite number, got {value}")
+        for key in ("trace_weight", "answer_weight", "format_weight", "weight_decay", "group_std_min"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}: must be >= 0, got {getattr(self, key)}")
+        if self.max_grad_norm <= 0:
+            raise ConfigError(f"max_grad_norm: must be > 0, got {self.max_grad_norm}")
         if self.trace and self.num_traces < 2:
             raise ConfigError("num_traces: group normalisation needs at least 2 traces per prompt (got 1)")
         if not self.trace and self.num_traces != 1:
@@ -157,8 +167,8 @@ class TrainConfig:
             raise ConfigError(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
         if self.lr <= 0:
             raise ConfigError(f"lr: must be > 0, got {self.lr}")
-        if len(self.betas) != 2:
-            raise ConfigError(f"betas: need two values, got {self.betas}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"betas: need two values in [0, 1), got {self.betas}")
         return self
 
 

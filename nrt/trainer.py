@@ -22,7 +22,7 @@ from accelerate.utils import set_seed
 from transformers import get_scheduler
 
 from nrt.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
-from nrt.config import TrainConfig, config_to_dict
+from nrt.config import ConfigError, TrainConfig, config_to_dict
 from nrt.data import FieldNames, load_examples
 from nrt.modeling import Policy, apply_lora, load_policy
 from nrt.prompts import Encoded, encode_example
@@ -75,6 +75,20 @@ def encode_dataset(policy: Policy, cfg: TrainConfig) -> tuple[list[Encoded], dic
     return encoded, {"examples": len(encoded), "bad_records_skipped": loaded.skipped, "prompts_too_long": too_long}
 
 
+def check_context(policy: Policy, cfg: TrainConfig) -> None:
+    """Fail at start, not mid-run, when the longest possible sequence exceeds the model's context.
+
+    The budget rule: prompts longer than ``max_prompt_tokens`` are skipped (and counted), answers are cut to
+    ``max_answer_tokens``, traces stop at ``max_trace_tokens``; the sum plus the delimiter and end token
+    must fit ``max_position_embeddings``.
+    """
+    context = getattr(policy.model.config, "max_position_embeddings", None)
+    longest = cfg.max_prompt_tokens + cfg.max_trace_tokens + cfg.max_answer_tokens + 2
+    if context is not None and longest > context:
+        raise ConfigError(f"max_prompt_tokens + max_trace_tokens + max_answer_tokens + 2 = {longest} exceeds the "
+                          f"model's context of {context} tokens; lower one of them")
+
+
 def build_policy(cfg: TrainConfig, checkpoint: Path | None) -> tuple[Policy, torch.nn.Module]:
     """The policy to train: from ``cfg.model``, or from a checkpoint when resuming."""
     full_weights = checkpoint is not None and not cfg.lora
@@ -116,6 +130,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
                               cpu=not torch.cuda.is_available())
     set_seed(cfg.seed)
     policy, model = build_policy(cfg, checkpoint)
+    check_context(policy, cfg)
     encoded, data_stats = encode_dataset(policy, cfg)
     if cfg.prompts_per_step % accelerator.num_processes:
         raise TrainingError(f"prompts_per_step={cfg.prompts_per_step} is not divisible by the "
@@ -178,7 +193,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
                     f"step {step + 1}: loss or gradient not finite for {nonfinite_in_a_row} steps in a row "
                     f"(max_nonfinite_steps={cfg.max_nonfinite_steps}); stopping. Last good checkpoint: {last_saved}")
             done = step + 1
-            if done == cfg.steps or (cfg.save_every and done % cfg.save_every == 0):
+            # a step whose update was skipped is not saved: the last checkpoint stays the last good one
+            if out.updated and (done == cfg.steps or (cfg.save_every and done % cfg.save_every == 0)):
                 last_saved = save(done) or last_saved
     finally:
         runlog.close()

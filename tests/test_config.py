@@ -35,6 +35,8 @@ def test_overrides_from_the_command_line_and_dict():
     (["temperature=0"], "temperature: must be > 0"),
     (["clip_low=1.5"], "clip_low/clip_high"),
     (["steps"], "expected key=value"),
+    (["lr=.nan"], "lr: must be a finite number"),
+    (["betas=[0.9, 1.5]"], "betas: need two values in"),
 ])
 def test_bad_configs_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -31,7 +31,8 @@ def test_two_processes_match_one(tiny_model_dir, qa_file, tmp_path):
           str(tmp_path / "multi"), overrides("multi")])
     _run([sys.executable, str(HELPER), str(tmp_path / "single"), overrides("single")])
 
-    rank0, rank1 = _records(tmp_path / "multi" / "hashes-rank0.jsonl"), _records(tmp_path / "multi" / "hashes-rank1.jsonl")
+    rank0 = _records(tmp_path / "multi" / "hashes-rank0.jsonl")
+    rank1 = _records(tmp_path / "multi" / "hashes-rank1.jsonl")
     single = _records(tmp_path / "single" / "hashes-rank0.jsonl")
     assert len(rank0) == len(rank1) == len(single) == 2
     assert [r["hash"] for r in rank0] == [r["hash"] for r in rank1]  # both processes hold identical weights

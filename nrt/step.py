@@ -139,7 +139,7 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
                 parts_sum[name] = parts_sum.get(name, 0.0) + value / cfg.updates_per_step
         # --- update ---
         norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        grad_norm = float(norm)
+        grad_norm = -1.0 if norm is None else float(norm)  # None: DeepSpeed clips inside its engine
         if math.isfinite(grad_norm) and math.isfinite(loss_total):
             optimizer.step()
         else:

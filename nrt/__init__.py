@@ -2,7 +2,6 @@
 
 from nrt.config import ConfigError, TrainConfig, load_config, preset_names
 from nrt.data import DataError, Example, load_examples
-from nrt.generate import generate
 from nrt.modeling import load_policy
 from nrt.rewards import AGGREGATIONS, aggregate
 from nrt.trainer import TrainResult, train
@@ -10,4 +9,4 @@ from nrt.trainer import TrainResult, train
 __version__ = "0.1.0"
 
 __all__ = ["AGGREGATIONS", "ConfigError", "DataError", "Example", "TrainConfig", "TrainResult", "aggregate",
-           "generate", "load_config", "load_examples", "load_policy", "preset_names", "train"]
+           "load_config", "load_examples", "load_policy", "preset_names", "train"]

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import sys
+from pathlib import Path
 
 from nrt.config import FIELDS, ConfigError, load_config, preset_names, resolve_config_path
 from nrt.data import DataError
@@ -29,6 +30,23 @@ def _generate(args: argparse.Namespace) -> None:
                    temperature=args.temperature, greedy=not args.sample)
     closed = "closed with the delimiter" if out.emitted else "no delimiter: appended"
     print(f"--- trace ({out.trace_tokens} tokens, {closed}) ---\n{out.trace}\n--- answer ---\n{out.answer}")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from nrt.evaluate import evaluate, results_table, write_results
+    from nrt.modeling import load_policy
+
+    policy = load_policy(args.model, trust_remote_code=args.trust_remote_code)
+    tasks = [t for t in args.tasks.split(",") if t]
+    results = evaluate(policy, tasks, limit=args.limit, eval_seed=args.eval_seed, think=not args.no_think,
+                       max_trace_tokens=args.max_trace_tokens, max_answer_tokens=args.max_answer_tokens,
+                       batch_size=args.batch_size, system_prompt=args.system_prompt)
+    mode = "no-think" if args.no_think else f"think (trace <= {args.max_trace_tokens} tokens)"
+    Console(width=None if sys.stdout.isatty() else 160).print(results_table(results, f"{args.model} — {mode}"))
+    write_results(results, Path(args.output), vars(args) | {"func": None})
+    print(f"samples and scores: {args.output}")
 
 
 def _presets(args: argparse.Namespace) -> None:
@@ -73,6 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(func=_generate)
+
+    p = sub.add_parser("eval", help="Think-then-answer evaluation on offline tasks; prints a table, writes JSON.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="Checkpoint folder, hub name, or the embedded default.")
+    p.add_argument("--tasks", required=True, help="Comma-separated: reasoning_gym:<gen>, bigbench:<task>, a file.")
+    p.add_argument("--limit", type=int, default=50, help="Examples per task.")
+    p.add_argument("--no-think", action="store_true", help="Answer right after the delimiter, no trace.")
+    p.add_argument("--max-trace-tokens", type=int, default=128)
+    p.add_argument("--max-answer-tokens", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--eval-seed", type=int, default=999, help="Seed block of held-out reasoning_gym problems.")
+    p.add_argument("--system-prompt", default=None)
+    p.add_argument("--output", default="eval.json", help="JSON with per-task figures and every sample.")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.set_defaults(func=_eval)
 
     p = sub.add_parser("presets", help="List the shipped presets (and with --keys every config key).")
     p.add_argument("--keys", action="store_true")

@@ -118,6 +118,12 @@ class TrainConfig:
         3, "Stop the run after this many steps in a row whose loss or gradient was not finite (update skipped)."
     )
 
+    # --- evaluation during training ------------------------------------------------------------------
+    eval_every: int = _f(0, "Evaluate every N steps on eval_tasks (0: never); logged as eval/<task>/... metrics.")
+    eval_tasks: list[str] = _f([], "Tasks for evaluation during training (see `nrt eval`), e.g. reasoning_gym:X.")
+    eval_limit: int = _f(32, "Examples per evaluation task.")
+    eval_seed: int = _f(999, "Seed block of held-out reasoning_gym problems (disjoint from data_seed's).")
+
     # --- run -------------------------------------------------------------------------------------
     seed: int = _f(0, "Seed for sampling, data order and initialisation.")
     output_dir: str = _f("runs/nrt", "Run folder: metrics, logs, samples, checkpoints.")
@@ -134,7 +140,7 @@ class TrainConfig:
                 f"aggregation: unknown value {self.aggregation!r}; choose from {sorted(AGGREGATIONS)}")
         positive = ["num_traces", "max_trace_tokens", "steps", "prompts_per_step", "prompts_per_micro_batch",
                     "updates_per_step", "max_nonfinite_steps", "max_prompt_tokens", "max_answer_tokens",
-                    "data_size", "lora_r"]
+                    "data_size", "lora_r", "eval_limit"]
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
@@ -165,6 +171,10 @@ class TrainConfig:
                 f"clip_low/clip_high: need 0 < clip_low <= 1 <= clip_high, got {self.clip_low}, {self.clip_high}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.eval_every and not self.eval_tasks:
+            raise ConfigError("eval_tasks: eval_every is set but no evaluation task is given")
+        if self.eval_every and "reasoning_gym:" in self.data and self.eval_seed == self.data_seed:
+            raise ConfigError("eval_seed: must differ from data_seed, or evaluation reuses training problems")
         if self.lr <= 0:
             raise ConfigError(f"lr: must be > 0, got {self.lr}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):

@@ -14,7 +14,7 @@ from accelerate.utils import set_seed
 from nrt.data import Example
 from nrt.modeling import Policy
 from nrt.prompts import chat_messages, encode_prompt
-from nrt.rollout import sample_traces
+from nrt.rollout import Trace, sample_traces
 
 
 @dataclass(frozen=True)
@@ -25,20 +25,21 @@ class Generation:
     trace_tokens: int
 
 
-def think_then_answer(policy: Policy, messages: list[dict[str, str]], *, think: bool = True,
+def think_then_answer(policy: Policy, chats: list[list[dict[str, str]]], *, think: bool = True,
                       max_trace_tokens: int = 256, max_answer_tokens: int = 256, temperature: float = 1.0,
-                      top_p: float = 1.0, greedy: bool = True) -> Generation:
-    """Generate a trace and an answer for one chat context."""
-    prompt = encode_prompt(policy.tokenizer, messages)
+                      top_p: float = 1.0, greedy: bool = True) -> list[Generation]:
+    """Generate a trace and then an answer for each chat context (batched)."""
+    prompts = [encode_prompt(policy.tokenizer, messages) for messages in chats]
     common = dict(num_traces=1, temperature=temperature, top_p=top_p, delimiter_id=policy.delimiter_id,
                   end_id=policy.end_id, pad_id=policy.pad_id, do_sample=not greedy)
-    trace = sample_traces(policy.model, [prompt], max_tokens=max_trace_tokens, **common)[0] if think else None
-    trace_ids = trace.ids if trace else []
-    answer = sample_traces(policy.model, [prompt + trace_ids + [policy.delimiter_id]],
-                           max_tokens=max_answer_tokens, **common)[0]
+    traces = (sample_traces(policy.model, prompts, max_tokens=max_trace_tokens, **common) if think
+              else [Trace([], False) for _ in prompts])
+    answers = sample_traces(policy.model, [p + t.ids + [policy.delimiter_id] for p, t in zip(prompts, traces,
+                                                                                           strict=True)],
+                            max_tokens=max_answer_tokens, **common)
     decode = policy.tokenizer.decode
-    return Generation(decode(trace_ids), decode(answer.ids, skip_special_tokens=True).strip(),
-                      bool(trace and trace.emitted), len(trace_ids))
+    return [Generation(decode(t.ids), decode(a.ids, skip_special_tokens=True).strip(), t.emitted, len(t.ids))
+            for t, a in zip(traces, answers, strict=True)]
 
 
 def generate(policy: Policy, question: str, *, system_prompt: str | None = None, seed: int = 0,
@@ -46,4 +47,4 @@ def generate(policy: Policy, question: str, *, system_prompt: str | None = None,
     """``think_then_answer`` for a single question string."""
     set_seed(seed)
     example = Example([{"role": "user", "content": question}], "", "<command line>")
-    return think_then_answer(policy, chat_messages(example, system_prompt), **kwargs)  # type: ignore[arg-type]
+    return think_then_answer(policy, [chat_messages(example, system_prompt)], **kwargs)[0]  # type: ignore[arg-type]

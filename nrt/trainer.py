@@ -186,6 +186,9 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
             indices = prompt_indices(step, cfg.prompts_per_step, len(encoded), cfg.seed)
             mine = indices[rank * per_process:(rank + 1) * per_process]
             out = nrt_step(model, policy, accelerator, optimizer, scheduler, [encoded[i] for i in mine], cfg)
+            if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+                out.metrics.update(evaluate_during_training(policy, cfg) if main else {})
+                accelerator.wait_for_everyone()
             runlog.log(step + 1, out.metrics, out.samples)
             nonfinite_in_a_row = 0 if out.updated else nonfinite_in_a_row + 1
             if nonfinite_in_a_row >= cfg.max_nonfinite_steps:
@@ -202,6 +205,17 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
     if main:
         print(summary(cfg, metrics, last_saved, run_dir, time.perf_counter() - started, data_stats))
     return TrainResult(run_dir, last_saved, cfg.steps, metrics)
+
+
+def evaluate_during_training(policy: Policy, cfg: TrainConfig) -> dict[str, float]:
+    """Held-out accuracy, trace length and delimiter rate per task, as flat metric names."""
+    from nrt.evaluate import evaluate
+
+    results = evaluate(policy, cfg.eval_tasks, limit=cfg.eval_limit, eval_seed=cfg.eval_seed,
+                       max_trace_tokens=cfg.max_trace_tokens, max_answer_tokens=cfg.max_answer_tokens,
+                       system_prompt=cfg.system_prompt)
+    return {f"eval/{r.task}/{key}": getattr(r, key) for r in results
+            for key in ("accuracy", "score", "trace_len_mean", "delimiter_rate")}
 
 
 def summary(cfg: TrainConfig, metrics: list[dict[str, Any]], checkpoint: Path | None, run_dir: Path,

@@ -1,0 +1,122 @@
+"""``nrt eval``: think, then answer; extract the answer after the delimiter; score it; report a table.
+
+A task is a list of examples and a scorer. Built-in offline tasks:
+- ``reasoning_gym:<generator>``: held-out problems (``eval_seed``, a seed block disjoint from training's
+  ``data_seed``), scored by the generator's own ``score_answer`` (partial credit is its official score;
+  ``accuracy`` counts only full marks);
+- ``bigbench:<task>``: exact match after normalisation against ``target`` or the best ``target_scores`` key;
+- a local ``.jsonl``/``.json``/``.csv``/``.parquet`` file of question/answer pairs: normalised exact match.
+
+The answer is what the model writes after the delimiter. A trace that never emits the delimiter within the
+budget gets it appended (as in training), and the sample records ``emitted: false``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from nrt.data import Example, load_examples
+from nrt.generate import think_then_answer
+from nrt.modeling import Policy
+from nrt.prompts import chat_messages
+
+Scorer = Callable[[str, Example], float]
+
+
+def normalize(text: str) -> str:
+    """Lower-case, drop punctuation, articles and extra spaces (SQuAD-style), for exact-match scoring."""
+    text = text.lower().translate(str.maketrans("", "", string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, example: Example) -> float:
+    return float(normalize(prediction) == normalize(example.answer))
+
+
+def reasoning_gym_score(prediction: str, example: Example) -> float:
+    import reasoning_gym
+
+    entry = example.meta["entry"]
+    return float(reasoning_gym.get_score_answer_fn(entry["metadata"]["source_dataset"])(prediction, entry))
+
+
+@dataclass
+class Task:
+    name: str
+    examples: list[Example]
+    scorer: Scorer
+
+
+def load_task(name: str, *, limit: int, eval_seed: int = 999) -> Task:
+    """A task by name: ``reasoning_gym:<gen>``, ``bigbench:<task>`` or a local data file."""
+    if name.startswith("reasoning_gym:"):
+        examples = load_examples(name, size=limit, seed=eval_seed).examples
+        return Task(name, examples, reasoning_gym_score)
+    examples = load_examples(name).examples[:limit]
+    return Task(name, examples, exact_match)
+
+
+@dataclass
+class TaskResult:
+    task: str
+    n: int
+    accuracy: float
+    score: float
+    trace_len_mean: float
+    delimiter_rate: float
+    samples: list[dict[str, Any]]
+
+
+def evaluate_task(policy: Policy, task: Task, *, think: bool = True, max_trace_tokens: int = 256,
+                  max_answer_tokens: int = 64, batch_size: int = 16, system_prompt: str | None = None) -> TaskResult:
+    """Greedy think-then-answer on every example of ``task``, scored."""
+    samples = []
+    was_training = policy.model.training
+    for start in range(0, len(task.examples), batch_size):
+        batch = task.examples[start:start + batch_size]
+        outs = think_then_answer(policy, [chat_messages(e, system_prompt) for e in batch], think=think,
+                                 max_trace_tokens=max_trace_tokens, max_answer_tokens=max_answer_tokens)
+        for example, out in zip(batch, outs, strict=True):
+            score = task.scorer(out.answer, example)
+            samples.append({"question": example.messages[-1]["content"], "reference": example.answer,
+                            "score": score, **asdict(out)})
+    policy.model.train(was_training)
+    n = len(samples)
+    return TaskResult(
+        task=task.name, n=n,
+        accuracy=sum(s["score"] >= 1.0 for s in samples) / n,
+        score=sum(s["score"] for s in samples) / n,
+        trace_len_mean=sum(s["trace_tokens"] for s in samples) / n,
+        delimiter_rate=sum(s["emitted"] for s in samples) / n,
+        samples=samples,
+    )
+
+
+def evaluate(policy: Policy, tasks: list[str], *, limit: int = 50, eval_seed: int = 999,
+             **kwargs: Any) -> list[TaskResult]:
+    return [evaluate_task(policy, load_task(name, limit=limit, eval_seed=eval_seed), **kwargs) for name in tasks]
+
+
+def results_table(results: list[TaskResult], title: str) -> Any:
+    """A rich table: one row per task."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("task", "n", "accuracy", "score", "trace len", "delimiter rate"):
+        table.add_column(column, justify="left" if column == "task" else "right")
+    for r in results:
+        table.add_row(r.task, str(r.n), f"{r.accuracy:.3f}", f"{r.score:.3f}", f"{r.trace_len_mean:.1f}",
+                      f"{r.delimiter_rate:.2f}")
+    return table
+
+
+def write_results(results: list[TaskResult], path: Path, meta: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, "tasks": [asdict(r) for r in results]}, indent=1, ensure_ascii=False))

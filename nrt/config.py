@@ -102,6 +102,12 @@ class TrainConfig:
     format_weight: float = _f(0.3, "Weight of the delimiter NLL for traces that did not emit it.")
     clip_low: float = _f(0.8, "Lower clip of the importance ratio in the trace term.")
     clip_high: float = _f(1.28, "Upper clip of the importance ratio in the trace term.")
+    pass_structure: Literal["fused", "reference"] = _f(
+        "fused",
+        "fused: one forward/backward pass gives the reward and the loss, the empty-trace pass runs once per "
+        "prompt. reference: the reference recipe's no-grad scoring pass + empty-trace pass per sample + "
+        "training pass (same result, more work; for benchmarks and checks).",
+    )
 
     # --- optimisation ----------------------------------------------------------------------------
     steps: int = _f(6, "Training steps (rollout batches).")

@@ -39,12 +39,49 @@ class StepOutput:
 
 
 @dataclass
+class Rewards:
+    """What the first pass over a micro-batch decides for all its updates."""
+
+    raw: Tensor  # [N] f(c) before debiasing
+    reward: Tensor  # [N] the reward that is group-normalised
+    advantages: Tensor  # [N]
+    answer_weights: Tensor  # [N, A] 1 (fixed) or c*df/dc (derived) on answer tokens
+    nll_with: Tensor  # [N] answer NLL per token with the trace
+    nll_without: Tensor  # [N] ... with an empty trace
+
+
+@dataclass
 class _MicroBatch:
-    prompts: range
+    prompts: list[Encoded]
     batch: SequenceBatch
-    advantages: Tensor | None = None
-    answer_weights: Tensor | None = None
+    rewards: Rewards | None = None
     old_logp: Tensor | None = None
+
+
+def rewards_and_advantages(c: Tensor, b: Tensor, mask: Tensor, cfg: TrainConfig, k: int) -> Rewards:
+    """Trace rewards R = f(c), optional empty-trace debiasing, group-normalised advantages, answer weights."""
+    raw, token_reward = aggregate(cfg.aggregation, c, mask, b)
+    reward = empty_trace_debias(raw, aggregate(cfg.aggregation, b, mask, b)[0]) if cfg.empty_trace_baseline else raw
+    advantages, _ = group_advantages(reward, k, cfg.group_std_min)
+    length = mask.sum(-1).clamp(min=1)
+    return Rewards(raw=raw, reward=reward, advantages=advantages,
+                   answer_weights=mask.float() if cfg.token_reward == "fixed" else token_reward,
+                   nll_with=-(c * mask).sum(-1) / length, nll_without=-(b * mask).sum(-1) / length)
+
+
+@torch.no_grad()
+def empty_trace_logp(model: torch.nn.Module, policy: Policy, prompts: list[Encoded], k: int,
+                     per_sample: bool) -> Tensor:
+    """b: answer log-probs after an empty trace, [len(prompts) * k, A], without gradients.
+
+    One pass per prompt, repeated for its K traces; ``per_sample`` scores every copy instead (the reference
+    recipe's structure, kept for benchmarking and checking).
+    """
+    repeat = k if per_sample else 1
+    samples = [Sample(e.prompt_ids, [], False, e.answer_ids) for e in prompts for _ in range(repeat)]
+    batch = assemble(samples, policy.delimiter_id, policy.end_id, policy.pad_id).to(next(model.parameters()).device)
+    b = score(model, batch, entropy=False).answer_logp
+    return b if per_sample else b.repeat_interleave(k, dim=0)
 
 
 def loss_normalizer(cfg: TrainConfig, num_sequences: int) -> float:
@@ -84,55 +121,50 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
     samples = [Sample(e.prompt_ids, t.ids, t.emitted, e.answer_ids)
                for e, t in zip((e for e in encoded for _ in range(k)), traces, strict=True)]
     micro = [
-        _MicroBatch(range(i, i + cfg.prompts_per_micro_batch),
+        _MicroBatch(encoded[i:i + cfg.prompts_per_micro_batch],
                     assemble(samples[i * k:(i + cfg.prompts_per_micro_batch) * k], policy.delimiter_id,
                              policy.end_id, policy.pad_id).to(device))
         for i in range(0, len(encoded), cfg.prompts_per_micro_batch)
     ]
     normalizer = loss_normalizer(cfg, len(samples))
     weights = _weights(cfg)
-    rewards, raw_rewards, advantages, nll_with, nll_without, entropy = [], [], [], [], [], []
+    reference = cfg.pass_structure == "reference"
+    rewards: list[Rewards] = []
+    entropy: list[Tensor] = []
     parts_sum: dict[str, float] = {}
-    loss_total, grad_norm, skipped = 0.0, 0.0, 0
+    loss_total, grad_norm, skipped, scoring_seconds = 0.0, 0.0, 0, 0.0
 
     for update in range(cfg.updates_per_step):
         for j, mb in enumerate(micro):
             sync = accelerator.no_sync(model) if j < len(micro) - 1 else nullcontext()
             with sync, accelerator.autocast():
-                # --- score: one pass with gradients gives c, the trace log-probs and the answer term ---
+                first = update == 0
+                t_score = time.perf_counter()
+                if first and reference:  # reference recipe: a no-grad scoring pass, then b for every sample
+                    with torch.no_grad():
+                        c = score(model, mb.batch, entropy=False).answer_logp
+                    b = empty_trace_logp(model, policy, mb.prompts, k, per_sample=True) if cfg.trace else c
+                scoring_seconds += time.perf_counter() - t_score
+                # --- score: the pass with gradients; in the fused structure it also gives c for the reward ---
                 scored = score(model, mb.batch)
-                if update == 0:
-                    # --- reward and advantages, from the detached log-probs of this first pass ---
-                    c = scored.answer_logp.detach()
-                    mask = mb.batch.answer_mask
-                    if cfg.trace:
-                        with torch.no_grad():
-                            empty = assemble([Sample(e.prompt_ids, [], False, e.answer_ids)
-                                              for e in encoded[mb.prompts.start:mb.prompts.stop]],
-                                             policy.delimiter_id, policy.end_id, policy.pad_id).to(device)
-                            b = score(model, empty, entropy=False).answer_logp.repeat_interleave(k, dim=0)
-                    else:
-                        b = c
-                    reward, token_reward = aggregate(cfg.aggregation, c, mask, b)
-                    raw_rewards.append(reward)
-                    if cfg.empty_trace_baseline:
-                        reward = empty_trace_debias(reward, aggregate(cfg.aggregation, b, mask, b)[0])
-                    adv, _ = group_advantages(reward, k, cfg.group_std_min)
-                    mb.advantages = adv
-                    mb.answer_weights = mask.float() if cfg.token_reward == "fixed" else token_reward
+                if first:
+                    t_score = time.perf_counter()
+                    if not reference:
+                        c = scored.answer_logp.detach()
+                        b = empty_trace_logp(model, policy, mb.prompts, k, per_sample=False) if cfg.trace else c
+                    scoring_seconds += time.perf_counter() - t_score
+                    # --- rewards and advantages, fixed for every update of this rollout batch ---
+                    mb.rewards = rewards_and_advantages(c, b, mb.batch.answer_mask, cfg, k)
                     mb.old_logp = scored.logp.detach()
-                    length = mask.sum(-1).clamp(min=1)
-                    rewards.append(reward)
-                    advantages.append(adv)
-                    nll_with.append(-c.sum(-1) / length)
-                    nll_without.append(-(b * mask).sum(-1) / length)
+                    rewards.append(mb.rewards)
                     entropy.append(scored.trace_entropy)
                 # --- objective ---
                 loss, parts = nrt_loss(
                     trace_logp=scored.logp, old_trace_logp=mb.old_logp, trace_mask=mb.batch.trace_mask,
-                    advantages=mb.advantages, delim_logp=scored.delim_logp, delim_forced=mb.batch.delim_forced,
-                    answer_logp=scored.answer_logp, answer_weights=mb.answer_weights, end_logp=scored.end_logp,
-                    weights=weights, normalizer=normalizer)
+                    advantages=mb.rewards.advantages, delim_logp=scored.delim_logp,
+                    delim_forced=mb.batch.delim_forced, answer_logp=scored.answer_logp,
+                    answer_weights=mb.rewards.answer_weights, end_logp=scored.end_logp, weights=weights,
+                    normalizer=normalizer)
             accelerator.backward(loss)
             loss_total += float(loss.detach()) / cfg.updates_per_step
             for name, value in parts.items():
@@ -151,9 +183,11 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
     # --- metrics: per-sample values gathered over processes -------------------------------------------
     trace_len = torch.tensor([len(t.ids) for t in traces], dtype=torch.float32, device=device)
     emitted = torch.tensor([float(t.emitted) for t in traces], device=device)
-    gathered = {name: accelerator.gather(torch.cat(values).float()) for name, values in {
-        "reward": rewards, "raw": raw_rewards, "adv": advantages, "nll_with": nll_with,
-        "nll_without": nll_without, "entropy": entropy}.items()}
+    def gather(field: str) -> Tensor:
+        return accelerator.gather(torch.cat([getattr(r, field) for r in rewards]).float())
+
+    gathered = {name: gather(name) for name in ("raw", "reward", "advantages", "nll_with", "nll_without")}
+    gathered["entropy"] = accelerator.gather(torch.cat(entropy).float())
     trace_len, emitted = accelerator.gather(trace_len), accelerator.gather(emitted)
     raw = gathered["raw"]
     metrics = {
@@ -163,8 +197,8 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
         "reward_raw_mean": raw.mean().item(),
         "reward_raw_std": raw.std().item() if raw.numel() > 1 else 0.0,
         "reward_mean": gathered["reward"].mean().item(),
-        "advantage_abs_mean": gathered["adv"].abs().mean().item(),
-        "zero_std_group_fraction": (gathered["adv"].view(-1, k) == 0).all(-1).float().mean().item(),
+        "advantage_abs_mean": gathered["advantages"].abs().mean().item(),
+        "zero_std_group_fraction": (gathered["advantages"].view(-1, k) == 0).all(-1).float().mean().item(),
         "trace_len_mean": trace_len.mean().item(),
         "trace_len_min": trace_len.min().item(),
         "trace_len_max": trace_len.max().item(),
@@ -175,13 +209,14 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
         "answer_nll_without_trace": gathered["nll_without"].mean().item(),
         "skipped_updates": float(skipped),
         "sampling_seconds": t_sample - t0,
-        "update_seconds": t_end - t_sample,
+        "scoring_seconds": scoring_seconds,
+        "update_seconds": t_end - t_sample - scoring_seconds,
         "step_seconds": t_end - t0,
         **parts_sum,
     }
     metrics["answer_nll_gain"] = metrics["answer_nll_without_trace"] - metrics["answer_nll_with_trace"]
-    local_reward = torch.cat(raw_rewards).tolist()
-    local_adv = torch.cat(advantages).tolist()
+    local_reward = torch.cat([r.raw for r in rewards]).tolist()
+    local_adv = torch.cat([r.advantages for r in rewards]).tolist()
     records = [
         {"prompt_index": i // k, "trace_ids_len": len(t.ids), "emitted": t.emitted,
          "trace": policy.tokenizer.decode(t.ids), "reward": local_reward[i], "advantage": local_adv[i]}

@@ -1,4 +1,4 @@
-"""Sampling K reasoning traces per prompt with the KV cache (``model.generate``).
+"""Sampling K reasoning traces per prompt with the KV cache.
 
 A trace stops at the delimiter or at the end-of-turn token, or when it reaches the budget. Only the
 ids are kept: the trace is the sampled tokens before the stop token, and ``emitted`` says whether the
@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig
 
 
 @dataclass(frozen=True)
@@ -42,28 +41,64 @@ def split_trace(new_tokens: list[int], delimiter_id: int, end_id: int) -> Trace:
     return Trace(list(new_tokens), False)
 
 
+def _next_tokens(logits: torch.Tensor, temperature: float, top_p: float, do_sample: bool) -> torch.Tensor:
+    """Sample (temperature, then nucleus) or take the argmax of each row of ``logits``."""
+    if not do_sample:
+        return logits.argmax(-1)
+    probs = (logits.float() / temperature).softmax(-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(-1, descending=True)
+        outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # tokens after the nucleus is full
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1).squeeze(-1)
+
+
 @torch.no_grad()
 def sample_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_traces: int, max_tokens: int,
                   temperature: float, top_p: float, delimiter_id: int, end_id: int, pad_id: int,
                   do_sample: bool = True) -> list[Trace]:
-    """``num_traces`` traces for each prompt, grouped: result[i * K + k] is trace k of prompt i."""
+    """``num_traces`` traces for each prompt, grouped: result[i * K + k] is trace k of prompt i.
+
+    A plain KV-cache loop instead of ``model.generate``: each prompt is prefilled once and its cache copied
+    for its K traces (``generate`` prefills every copy), and finished traces leave the batch, so no step is
+    spent on rows that only pad.
+    """
+    from transformers import DynamicCache
+
     device = next(model.parameters()).device
     ids, mask = left_pad(prompts, pad_id)
-    config = GenerationConfig(
-        max_new_tokens=max_tokens,
-        do_sample=do_sample,
-        temperature=temperature if do_sample else None,
-        top_p=top_p if do_sample else None,
-        top_k=0 if do_sample else None,
-        num_return_sequences=num_traces,
-        eos_token_id=[delimiter_id, end_id],
-        pad_token_id=pad_id,
-    )
+    ids, mask = ids.to(device), mask.to(device)
     was_training = model.training
     model.eval()
     try:
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
+        cache = DynamicCache()
+        out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    past_key_values=cache, use_cache=True, logits_to_keep=1)
+        k = num_traces
+        cache.batch_repeat_interleave(k)
+        logits = out.logits[:, -1].repeat_interleave(k, dim=0)
+        mask = mask.repeat_interleave(k, dim=0)
+        position = mask.sum(-1, keepdim=True)  # next position of each row
+        active = torch.arange(len(prompts) * k, device=device)  # rows of the full batch still sampling
+        generated: list[list[int]] = [[] for _ in range(len(prompts) * k)]
+        stops = torch.tensor([delimiter_id, end_id], device=device)
+        for step in range(max_tokens):
+            token = _next_tokens(logits, temperature, top_p, do_sample)
+            for row, value in zip(active.tolist(), token.tolist(), strict=True):
+                generated[row].append(value)
+            keep = ~torch.isin(token, stops)
+            if step == max_tokens - 1 or not keep.any():
+                break
+            if not keep.all():
+                index = keep.nonzero().squeeze(-1)
+                cache.batch_select_indices(index)
+                active, token, mask, position = active[index], token[index], mask[index], position[index]
+            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=-1)
+            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position,
+                        past_key_values=cache, use_cache=True)
+            logits = out.logits[:, -1]
+            position = position + 1
     finally:
         model.train(was_training)
-    new = out[:, ids.shape[1]:].tolist()
-    return [split_trace(row, delimiter_id, end_id) for row in new]
+    return [split_trace(row, delimiter_id, end_id) for row in generated]

@@ -119,3 +119,61 @@ def test_base_model_without_template_gets_a_plain_one(tiny_model_dir, tmp_path):
     text = policy.tokenizer.apply_chat_template([{"role": "user", "content": "Q?"}], add_generation_prompt=True,
                                                 tokenize=False)
     assert text == "User: Q?\n\nAssistant: "
+
+
+def test_kv_cache_sampler_greedy_equals_generate(tiny_model_dir):
+    from transformers import GenerationConfig
+
+    from nrt.rollout import sample_traces
+
+    policy = load_policy(str(tiny_model_dir))
+    prompts = [[1, 2, 3, 4, 5], [6, 7], [8, 9, 10]]
+    ours = sample_traces(policy.model, prompts, num_traces=2, max_tokens=12, temperature=1.0, top_p=1.0,
+                         delimiter_id=policy.delimiter_id, end_id=policy.end_id, pad_id=policy.pad_id,
+                         do_sample=False)
+    ids, mask = left_pad(prompts, policy.pad_id)
+    out = policy.model.generate(input_ids=ids, attention_mask=mask, generation_config=GenerationConfig(
+        max_new_tokens=12, do_sample=False, eos_token_id=[policy.delimiter_id, policy.end_id],
+        pad_token_id=policy.pad_id))
+    reference = [split_trace(row, policy.delimiter_id, policy.end_id) for row in out[:, ids.shape[1]:].tolist()]
+    assert [t.ids for t in ours] == [t.ids for p in reference for t in (p, p)]  # K copies of each prompt
+    assert all(len(t.ids) == 12 for t in ours)
+
+
+def test_kv_cache_sampler_drops_finished_rows(tiny_model_dir, monkeypatch):
+    """Rows that stop early leave the batch; the others continue with the right cache rows."""
+    import nrt.rollout
+
+    policy = load_policy(str(tiny_model_dir))
+    real = nrt.rollout._next_tokens
+    calls = []
+
+    def stop_row_zero_at_step_two(logits, *args):
+        token = real(logits, 1.0, 1.0, False)
+        calls.append(len(token))
+        if len(calls) == 2:
+            token[0] = policy.delimiter_id
+        return token
+
+    monkeypatch.setattr(nrt.rollout, "_next_tokens", stop_row_zero_at_step_two)
+    traces = nrt.rollout.sample_traces(policy.model, [[1, 2, 3], [4, 5]], num_traces=1, max_tokens=5,
+                                       temperature=1.0, top_p=1.0, delimiter_id=policy.delimiter_id,
+                                       end_id=policy.end_id, pad_id=policy.pad_id, do_sample=False)
+    assert calls == [2, 2, 1, 1, 1]
+    assert len(traces[0].ids) == 1 and traces[0].emitted and len(traces[1].ids) == 5
+    monkeypatch.setattr(nrt.rollout, "_next_tokens", real)
+    alone = nrt.rollout.sample_traces(policy.model, [[4, 5]], num_traces=1, max_tokens=5, temperature=1.0,
+                                      top_p=1.0, delimiter_id=policy.delimiter_id, end_id=policy.end_id,
+                                      pad_id=policy.pad_id, do_sample=False)
+    assert alone[0].ids == traces[1].ids
+
+
+def test_top_p_keeps_only_the_nucleus():
+    from nrt.rollout import _next_tokens
+
+    torch.manual_seed(0)
+    logits = torch.log(torch.tensor([[0.1, 0.6, 0.3]])).expand(2000, 3)
+    assert set(_next_tokens(logits, 1.0, 0.5, True).tolist()) == {1}
+    assert set(_next_tokens(logits, 1.0, 0.8, True).tolist()) == {1, 2}
+    counts = torch.bincount(_next_tokens(logits, 1.0, 1.0, True), minlength=3) / 2000
+    torch.testing.assert_close(counts, torch.tensor([0.1, 0.6, 0.3]), atol=0.04, rtol=0)

@@ -10,7 +10,7 @@ train: install
 	$(PYTHON) -m nrt train --config configs/nrt-ws.yaml
 
 test: install
-	$(PYTHON) -m ruff check nrt tests
+	$(PYTHON) -m ruff check nrt tests benchmarks
 	$(PYTHON) -m pytest -q
 
 test-slow: install

@@ -1,0 +1,261 @@
+"""Seconds per NRT step: (a) nrt's fused step, (b) the reference recipe's three-pass structure, (c) the same
+algorithm in TRL's GRPOTrainer, as a TRL user would write it (a reward function that scores the reference
+answer with separate forward passes of the policy).
+
+    python benchmarks/step.py                    # a, b, c interleaved over 2 rounds, default model
+    python benchmarks/step.py --scaling          # (a) as K, trace length and answer length double
+
+Same model, prompts, K, trace and answer lengths and seed for every variant. Every trace runs to its full
+budget (stop tokens are disabled for a/b, ``min_new_tokens`` for TRL) so that all variants process the same
+number of tokens. Each variant-round runs in a fresh process (so peak memory is its own) for two steps and
+reports the second (the first allocates optimizer state); the parent interleaves them.
+Needs ``pip install trl==1.16.0`` for (c) (the ``bench`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+VARIANTS = {"a": "nrt fused step", "b": "reference three passes", "c": "TRL GRPOTrainer"}
+
+
+# --------------------------------------------------------------------------------------------------- child
+def _workload(policy, args):
+    """Fixed prompts (GSM-style word problems) and answers of exactly ``args.answer`` tokens."""
+    from nrt.data import load_examples
+    from nrt.prompts import encode_example
+
+    examples = load_examples("reasoning_gym:gsm_symbolic", size=args.prompts, seed=3).examples
+    filler = " ".join(e.messages[0]["content"] for e in examples)
+    answer_ids = policy.tokenizer(filler, add_special_tokens=False).input_ids[:args.answer]
+    encoded = [encode_example(policy.tokenizer, e, system_prompt=None, max_answer_tokens=args.answer)
+               for e in examples]
+    return examples, [type(e)(e.prompt_ids, answer_ids) for e in encoded]
+
+
+def run_nrt(args, structure: str) -> dict:
+    from accelerate import Accelerator
+
+    import nrt.step
+    from nrt import load_config, load_policy
+    from nrt.step import nrt_step
+
+    policy = load_policy("smollm2-135m-instruct")
+    _, encoded = _workload(policy, args)
+    cfg = load_config("nrt-ws", {"num_traces": args.k, "max_trace_tokens": args.trace, "prompts_per_step": args.prompts,
+                                 "prompts_per_micro_batch": args.micro, "pass_structure": structure,
+                                 "max_answer_tokens": args.answer, "dtype": "fp32"})
+    nrt.step.sample_traces = _no_stop(nrt.step.sample_traces)  # full-length traces: nothing ends them early
+    model = policy.model
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, betas=(0.9, 0.95), weight_decay=0.01, fused=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    accelerator = Accelerator(cpu=True)
+    for step in range(args.steps):  # the last step is reported: the first allocates optimizer state
+        torch.manual_seed(args.seed + step)
+        m = nrt_step(model, policy, accelerator, optimizer, scheduler, encoded, cfg).metrics
+    prompt_tokens = sum(len(e.prompt_ids) for e in encoded) * args.k
+    trace_tokens = int(m["trace_len_mean"] * len(encoded) * args.k)
+    answer_tokens = (args.answer + 2) * len(encoded) * args.k
+    return {"step": m["step_seconds"], "sampling": m["sampling_seconds"], "scoring": m["scoring_seconds"],
+            "update": m["update_seconds"], "sequence_tokens": prompt_tokens + trace_tokens + answer_tokens,
+            "target_tokens": trace_tokens + answer_tokens, "trace_tokens": trace_tokens}
+
+
+def _no_stop(sample):
+    def sample_to_budget(*a, **kw):
+        kw["delimiter_id"], kw["end_id"] = -1, -1
+        return sample(*a, **kw)
+    return sample_to_budget
+
+
+def run_trl(args) -> dict:
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from nrt import aggregate, load_policy
+    from nrt.sequences import Sample, assemble, score
+
+    policy = load_policy("smollm2-135m-instruct")
+    examples, encoded = _workload(policy, args)
+    answer_ids = encoded[0].answer_ids
+    data = Dataset.from_list([{"prompt": e.messages, "answer": policy.tokenizer.decode(answer_ids)} for e in examples])
+    timings = {"scoring": 0.0, "sampling": 0.0, "steps": []}
+    model = policy.model
+    tok = policy.tokenizer
+
+    def nrt_ws_reward(prompts, completions, completion_ids, answer, **kwargs):
+        """WS reward of the reference answer after each completion: two extra forward passes per sample."""
+        start = time.perf_counter()
+        with torch.no_grad():
+            prompt_ids = [tok.apply_chat_template(p, add_generation_prompt=True) for p in prompts]
+            prompt_ids = [p["input_ids"] if not isinstance(p, list) else p for p in prompt_ids]
+            answers = [tok(a, add_special_tokens=False).input_ids for a in answer]
+            with_trace = assemble([Sample(p, list(c), False, a) for p, c, a in zip(prompt_ids, completion_ids, answers,
+                                                                                   strict=True)],
+                                  policy.delimiter_id, policy.end_id, policy.pad_id)
+            empty = assemble([Sample(p, [], False, a) for p, a in zip(prompt_ids, answers, strict=True)],
+                             policy.delimiter_id, policy.end_id, policy.pad_id)
+            c = score(model, with_trace, entropy=False)
+            b = score(model, empty, entropy=False)
+            reward, _ = aggregate("weighted_sum_log_prob", c.answer_logp, with_trace.answer_mask, b.answer_logp)
+        timings["scoring"] += time.perf_counter() - start
+        return reward.tolist()
+
+    real_generate = model.generate
+
+    def timed_generate(*a, **kw):
+        start = time.perf_counter()
+        out = real_generate(*a, **kw)
+        timings["sampling"] += time.perf_counter() - start
+        return out
+
+    model.generate = timed_generate
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, *a, **kw):
+            timings["sampling"] = timings["scoring"] = 0.0
+            self.start = time.perf_counter()
+
+        def on_step_end(self, *a, **kw):
+            timings["steps"].append(time.perf_counter() - self.start)
+
+    config = GRPOConfig(output_dir=str(Path(args.tmp) / "trl"), per_device_train_batch_size=args.prompts * args.k,
+                        num_generations=args.k, max_completion_length=args.trace, learning_rate=1e-6,
+                        beta=0.0, temperature=1.0, top_k=0, use_cpu=True, bf16=False, report_to=[],
+                        max_steps=args.steps, optim="adamw_torch_fused", adam_beta2=0.95, weight_decay=0.01,
+                        save_strategy="no", logging_steps=1, seed=args.seed, disable_tqdm=True,
+                        generation_kwargs={"min_new_tokens": args.trace}, dataloader_num_workers=0)
+    trainer = GRPOTrainer(model=model, reward_funcs=nrt_ws_reward, args=config, train_dataset=data,
+                          processing_class=tok, callbacks=[StepTimer()])
+    trainer.train()
+    step = timings["steps"][-1]  # the last step, as for a and b
+    prompt_tokens = sum(len(e.prompt_ids) for e in encoded) * args.k
+    trace_tokens = args.trace * len(encoded) * args.k
+    return {"step": step, "sampling": timings["sampling"], "scoring": timings["scoring"],
+            "update": step - timings["sampling"] - timings["scoring"],
+            "sequence_tokens": prompt_tokens + trace_tokens, "target_tokens": trace_tokens,
+            "trace_tokens": trace_tokens}
+
+
+def child(args) -> None:
+    torch.manual_seed(args.seed)
+    result = run_trl(args) if args.variant == "c" else run_nrt(args, "fused" if args.variant == "a" else "reference")
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# -------------------------------------------------------------------------------------------------- parent
+def matmul_gflops(rows: int) -> float:
+    """fp32 matmul throughput on shapes of the default model's MLP and head."""
+    shapes = [(rows, 576, 1536), (rows, 1536, 576), (rows, 576, 49153)]
+    total_flops, total_s = 0.0, 0.0
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        a @ b
+        start = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        total_s += time.perf_counter() - start
+        total_flops += 3 * 2 * m * k * n
+    return total_flops / total_s / 1e9
+
+
+def update_flops(result: dict) -> float:
+    """Approximate FLOPs of the training pass: 6 x params x tokens (body) + 6 x head x target tokens."""
+    body = 106.2e6  # SmolLM2-135M without the tied 49,153 x 576 embedding/head matrix
+    head = 49153 * 576
+    return 6 * body * result["sequence_tokens"] + 6 * head * result["target_tokens"]
+
+
+def run_child(variant: str, args, **shape) -> dict:
+    cmd = [sys.executable, __file__, "--child", variant, "--tmp", args.tmp, "--seed", str(args.seed), "--steps",
+           str(args.steps)]
+    for key, value in {"prompts": args.prompts, "k": args.k, "trace": args.trace, "answer": args.answer,
+                       "micro": args.micro, **shape}.items():
+        cmd += [f"--{key}", str(value)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise SystemExit(f"variant {variant} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def machine_line() -> str:
+    cpu = platform.processor() or "cpu"
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                   if ln.startswith("model name"))
+    return (f"machine: {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+            f"bf16 kernels: {bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}, {platform.python_version()}")
+
+
+def parent(args) -> None:
+    print(machine_line())
+    print(f"shape: {args.prompts} prompts x K={args.k}, traces {args.trace} tokens, answers {args.answer} tokens, "
+          f"fp32, default model; {args.rounds} interleaved rounds, median reported")
+    if args.scaling:
+        base = dict(k=args.k, trace=args.trace, answer=args.answer)
+        rows = [("base", base)] + [(f"{key} x2", {**base, key: base[key] * 2}) for key in ("k", "trace", "answer")]
+        print(f"{'shape':10s} {'step s':>8s} {'tokens':>8s} {'s per 1k tokens':>16s}")
+        for name, shape in rows:
+            r = run_child("a", args, **shape)
+            per_k = 1000 * r["step"] / r["sequence_tokens"]
+            print(f"{name:10s} {r['step']:8.1f} {r['sequence_tokens']:8d} {per_k:16.2f}")
+        return
+    results: dict[str, list[dict]] = {v: [] for v in args.variants}
+    for round_ in range(args.rounds):
+        for variant in args.variants:
+            results[variant].append(run_child(variant, args))
+            r = results[variant][-1]
+            print(f"  round {round_ + 1} {variant}: {r['step']:.1f} s", flush=True)
+    med = {v: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for v, rs in results.items()}
+    peak = matmul_gflops(rows=2048)
+    print(f"\nmatmul peak (fp32, model shapes): {peak:.1f} GFLOP/s")
+    header = f"{'variant':28s} {'step s':>7s} {'sample':>7s} {'score':>7s} {'update':>7s} {'tok/s':>7s} " \
+             f"{'peak MB':>8s} {'update % of matmul peak':>24s}"
+    print(header)
+    for v, r in med.items():
+        frac = update_flops(r) / max(r["update"], 1e-9) / 1e9 / peak
+        print(f"{v + ' ' + VARIANTS[v]:28s} {r['step']:7.1f} {r['sampling']:7.1f} {r['scoring']:7.1f} "
+              f"{r['update']:7.1f} {r['sequence_tokens'] / r['step']:7.1f} {r['peak_rss_mb']:8.0f} "
+              f"{100 * frac:23.0f}%")
+    if "a" in med:
+        for other in ("b", "c"):
+            if other in med:
+                print(f"ratio {other}/a (how many times faster nrt's step is than {VARIANTS[other]}): "
+                      f"{med[other]['step'] / med['a']['step']:.2f}x")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", default="a,b,c", type=lambda s: s.split(","))
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--prompts", type=int, default=8)
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--trace", type=int, default=128)
+    p.add_argument("--answer", type=int, default=64)
+    p.add_argument("--micro", type=int, default=2, help="prompts per forward/backward pass (a, b)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=2, help="steps per variant run; the last one is reported")
+    p.add_argument("--scaling", action="store_true")
+    p.add_argument("--child", dest="variant", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--tmp", default="/tmp/nrt-bench", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    child(args) if args.variant else parent(args)
+
+
+if __name__ == "__main__":
+    main()

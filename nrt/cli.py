@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import sys
+import time
 from pathlib import Path
 
 from nrt.config import FIELDS, ConfigError, load_config, preset_names, resolve_config_path
@@ -47,6 +48,23 @@ def _eval(args: argparse.Namespace) -> None:
     Console(width=None if sys.stdout.isatty() else 160).print(results_table(results, f"{args.model} — {mode}"))
     write_results(results, Path(args.output), vars(args) | {"func": None})
     print(f"samples and scores: {args.output}")
+
+
+def _testbed(args: argparse.Namespace) -> None:
+    from nrt import testbed
+
+    methods = testbed.QUICK if args.quick else list(testbed.METHODS)
+    seeds = list(range(1 if args.quick else args.seeds))
+    out = Path(args.out)
+    started = time.perf_counter()
+    results = testbed.run(out, methods=methods, seeds=seeds)
+    table = testbed.table(results)
+    testbed.plot(results, out / "curves.png")
+    minutes = (time.perf_counter() - started) / 60
+    (out / "README.md").write_text(f"# nrt testbed\n\n`nrt testbed{' --quick' if args.quick else ''}`: "
+                                   f"{len(seeds)} seed(s), {minutes:.1f} min.\n\n{table}\n\n![curves](curves.png)\n")
+    print(table)
+    print(f"\n{minutes:.1f} min; table, curves and results.json in {out}")
 
 
 def _presets(args: argparse.Namespace) -> None:
@@ -105,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="eval.json", help="JSON with per-task figures and every sample.")
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("testbed", help="Every method on a synthetic task where reasoning is needed, in minutes.")
+    p.add_argument("--quick", action="store_true", help="One seed, the control and five methods.")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--out", default="results/testbed")
+    p.set_defaults(func=_testbed)
 
     p = sub.add_parser("presets", help="List the shipped presets (and with --keys every config key).")
     p.add_argument("--keys", action="store_true")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -53,14 +54,24 @@ class Rewards:
 @dataclass
 class _MicroBatch:
     prompts: list[Encoded]
+    samples: list[Sample]
     batch: SequenceBatch
     rewards: Rewards | None = None
     old_logp: Tensor | None = None
 
 
-def rewards_and_advantages(c: Tensor, b: Tensor, mask: Tensor, cfg: TrainConfig, k: int) -> Rewards:
-    """Trace rewards R = f(c), optional empty-trace debiasing, group-normalised advantages, answer weights."""
+RewardFn = Callable[[list[Sample]], Tensor]
+
+
+def rewards_and_advantages(c: Tensor, b: Tensor, mask: Tensor, cfg: TrainConfig, k: int,
+                           external: Tensor | None = None) -> Rewards:
+    """Trace rewards R = f(c), optional empty-trace debiasing, group-normalised advantages, answer weights.
+
+    ``external`` replaces f(c) as the trace reward (a verifier's score, e.g. the testbed's positive control).
+    """
     raw, token_reward = aggregate(cfg.aggregation, c, mask, b)
+    if external is not None:
+        raw = external.to(raw)
     reward = empty_trace_debias(raw, aggregate(cfg.aggregation, b, mask, b)[0]) if cfg.empty_trace_baseline else raw
     advantages, _ = group_advantages(reward, k, cfg.group_std_min)
     length = mask.sum(-1).clamp(min=1)
@@ -101,8 +112,12 @@ def _distinct2(traces: list[Trace]) -> float:
 
 
 def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, optimizer: torch.optim.Optimizer,
-             scheduler: torch.optim.lr_scheduler.LRScheduler, encoded: list[Encoded], cfg: TrainConfig) -> StepOutput:
-    """Run one rollout batch and its update(s) on this process's prompts ``encoded``."""
+             scheduler: torch.optim.lr_scheduler.LRScheduler, encoded: list[Encoded], cfg: TrainConfig,
+             reward_fn: RewardFn | None = None) -> StepOutput:
+    """Run one rollout batch and its update(s) on this process's prompts ``encoded``.
+
+    ``reward_fn``, if given, scores the sampled sequences instead of the likelihood aggregation.
+    """
     t0 = time.perf_counter()
     k = cfg.num_traces
     device = accelerator.device
@@ -121,10 +136,10 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
     samples = [Sample(e.prompt_ids, t.ids, t.emitted, e.answer_ids)
                for e, t in zip((e for e in encoded for _ in range(k)), traces, strict=True)]
     micro = [
-        _MicroBatch(encoded[i:i + cfg.prompts_per_micro_batch],
-                    assemble(samples[i * k:(i + cfg.prompts_per_micro_batch) * k], policy.delimiter_id,
-                             policy.end_id, policy.pad_id).to(device))
+        _MicroBatch(encoded[i:i + cfg.prompts_per_micro_batch], part,
+                    assemble(part, policy.delimiter_id, policy.end_id, policy.pad_id).to(device))
         for i in range(0, len(encoded), cfg.prompts_per_micro_batch)
+        for part in [samples[i * k:(i + cfg.prompts_per_micro_batch) * k]]
     ]
     normalizer = loss_normalizer(cfg, len(samples))
     weights = _weights(cfg)
@@ -135,6 +150,7 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
     loss_total, grad_norm, skipped, scoring_seconds = 0.0, 0.0, 0, 0.0
 
     for update in range(cfg.updates_per_step):
+        update_loss = 0.0
         for j, mb in enumerate(micro):
             sync = accelerator.no_sync(model) if j < len(micro) - 1 else nullcontext()
             with sync, accelerator.autocast():
@@ -154,7 +170,8 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
                         b = empty_trace_logp(model, policy, mb.prompts, k, per_sample=False) if cfg.trace else c
                     scoring_seconds += time.perf_counter() - t_score
                     # --- rewards and advantages, fixed for every update of this rollout batch ---
-                    mb.rewards = rewards_and_advantages(c, b, mb.batch.answer_mask, cfg, k)
+                    external = reward_fn(mb.samples) if reward_fn is not None else None
+                    mb.rewards = rewards_and_advantages(c, b, mb.batch.answer_mask, cfg, k, external)
                     mb.old_logp = scored.logp.detach()
                     rewards.append(mb.rewards)
                     entropy.append(scored.trace_entropy)
@@ -166,13 +183,14 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
                     answer_weights=mb.rewards.answer_weights, end_logp=scored.end_logp, weights=weights,
                     normalizer=normalizer)
             accelerator.backward(loss)
-            loss_total += float(loss.detach()) / cfg.updates_per_step
+            update_loss += float(loss.detach())
             for name, value in parts.items():
                 parts_sum[name] = parts_sum.get(name, 0.0) + value / cfg.updates_per_step
         # --- update ---
         norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         grad_norm = -1.0 if norm is None else float(norm)  # None: DeepSpeed clips inside its engine
-        if math.isfinite(grad_norm) and math.isfinite(loss_total):
+        loss_total += update_loss / cfg.updates_per_step
+        if math.isfinite(grad_norm) and math.isfinite(update_loss):
             optimizer.step()
         else:
             skipped += 1

@@ -27,7 +27,7 @@ from nrt.data import FieldNames, load_examples
 from nrt.modeling import Policy, apply_lora, load_policy
 from nrt.prompts import Encoded, encode_example
 from nrt.runlog import NullRunLog, RunLog, read_jsonl
-from nrt.step import nrt_step
+from nrt.step import RewardFn, nrt_step
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,11 @@ def use_bf16(dtype: str) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
-    """Run ``cfg`` to the end (or continue it from its newest complete checkpoint with ``resume``)."""
+def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None = None) -> TrainResult:
+    """Run ``cfg`` to the end (or continue it from its newest complete checkpoint with ``resume``).
+
+    ``reward_fn`` (optional) scores sampled sequences in place of the likelihood reward: a verifier.
+    """
     run_dir = Path(cfg.output_dir)
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
@@ -187,7 +190,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
         for step in range(start_step, cfg.steps):
             indices = prompt_indices(step, cfg.prompts_per_step, len(encoded), cfg.seed)
             mine = indices[rank * per_process:(rank + 1) * per_process]
-            out = nrt_step(model, policy, accelerator, optimizer, scheduler, [encoded[i] for i in mine], cfg)
+            out = nrt_step(model, policy, accelerator, optimizer, scheduler, [encoded[i] for i in mine], cfg,
+                           reward_fn)
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
                 out.metrics.update(evaluate_during_training(policy, cfg) if main else {})
                 accelerator.wait_for_everyone()

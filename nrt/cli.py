@@ -143,9 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    from nrt.trainer import TrainingError
+
     try:
         args.func(args)
-    except (ConfigError, DataError, ModelError) as exc:
+    except (ConfigError, DataError, ModelError, TrainingError) as exc:
         print(f"nrt: error: {exc}", file=sys.stderr)
         return 2
     return 0

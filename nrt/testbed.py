@@ -162,8 +162,8 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "nrt-gm": ("nrt-gm", {}),
     "nrt-ws": ("nrt-ws", {}),
     "nrt-ws-inv": ("nrt-ws-inv", {}),
-    "nrt-ws derived token reward": ("nrt-ws", {"token_reward": "derived"}),
-    "nrt-gm derived token reward": ("nrt-gm", {"token_reward": "derived"}),
+    **{f"{preset} derived token reward": (preset, {"token_reward": "derived"})
+       for preset in ("jepo", "verifree", "rlpr", "nrt-gm", "nrt-ws", "nrt-ws-inv")},
     "nrt-ws no answer term": ("nrt-ws", {"answer_weight": 0.0}),
 }
 CURVE_KEYS = ("step", "reward_raw_mean", "trace_len_mean", "trace_entropy", "delimiter_rate", "answer_nll_gain")

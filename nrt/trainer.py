@@ -137,11 +137,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None 
     check_context(policy, cfg)
     encoded, data_stats = encode_dataset(policy, cfg)
     if cfg.prompts_per_step % accelerator.num_processes:
-        raise TrainingError(f"prompts_per_step={cfg.prompts_per_step} is not divisible by the "
+        raise ConfigError(f"prompts_per_step: {cfg.prompts_per_step} is not divisible by the "
                             f"{accelerator.num_processes} processes")
     per_process = cfg.prompts_per_step // accelerator.num_processes
     if per_process % cfg.prompts_per_micro_batch:
-        raise TrainingError(f"prompts_per_micro_batch={cfg.prompts_per_micro_batch} must divide the "
+        raise ConfigError(f"prompts_per_micro_batch: {cfg.prompts_per_micro_batch} must divide the "
                             f"{per_process} prompts each process gets per step")
 
     # the fused AdamW kernel: 0.08 s instead of 0.44 s per step for 134M parameters on this CPU

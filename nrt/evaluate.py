@@ -78,7 +78,6 @@ def evaluate_task(policy: Policy, task: Task, *, think: bool = True, max_trace_t
                   max_answer_tokens: int = 64, batch_size: int = 16, system_prompt: str | None = None) -> TaskResult:
     """Greedy think-then-answer on every example of ``task``, scored."""
     samples = []
-    was_training = policy.model.training
     for start in range(0, len(task.examples), batch_size):
         batch = task.examples[start:start + batch_size]
         outs = think_then_answer(policy, [chat_messages(e, system_prompt) for e in batch], think=think,
@@ -87,7 +86,6 @@ def evaluate_task(policy: Policy, task: Task, *, think: bool = True, max_trace_t
             score = task.scorer(out.answer, example)
             samples.append({"question": example.messages[-1]["content"], "reference": example.answer,
                             "score": score, **asdict(out)})
-    policy.model.train(was_training)
     n = len(samples)
     return TaskResult(
         task=task.name, n=n,

@@ -49,11 +49,14 @@ def prompt_indices(step: int, per_step: int, num_examples: int, seed: int) -> li
 
     Stateless in the step number, so the data position of a resumed run is just its step.
     """
+    orders: dict[int, list[int]] = {}
     out = []
     for position in range(step * per_step, (step + 1) * per_step):
         epoch, i = divmod(position, num_examples)
-        order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        out.append(int(order[i]))
+        if epoch not in orders:
+            generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            orders[epoch] = torch.randperm(num_examples, generator=generator).tolist()
+        out.append(orders[epoch][i])
     return out
 
 

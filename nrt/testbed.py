@@ -90,13 +90,21 @@ def build_tokenizer() -> Any:
     return tokenizer
 
 
+def encode_problem(tokenizer: Any, problem: dict[str, str]) -> tuple[list[int], list[int], list[int]]:
+    """Prompt, worked-trace and answer ids of one problem, built as ``nrt train`` builds them."""
+    from nrt.data import Example
+    from nrt.prompts import encode_example
+
+    example = Example([{"role": "user", "content": problem["question"]}], problem["answer"], "testbed")
+    enc = encode_example(tokenizer, example, system_prompt=None, max_answer_tokens=16)
+    return enc.prompt_ids, tokenizer(problem["trace"], add_special_tokens=False).input_ids, enc.answer_ids
+
+
 def start_checkpoint(settings: Settings, seed: int = 0) -> Path:
     """The cached warm-start model: briefly taught worked traces of short chains."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from nrt.data import Example
     from nrt.modeling import add_delimiter
-    from nrt.prompts import encode_example
     from nrt.sequences import Sample, assemble, score
 
     folder = cache_dir() / "testbed" / f"start-{settings.key()}-{seed}"
@@ -114,12 +122,8 @@ def start_checkpoint(settings: Settings, seed: int = 0) -> Path:
     rng = random.Random(seed + 12345)
     for _ in range(settings.warm_steps):
         problems = [make_problem(rng, rng.randint(*settings.warm_ops)) for _ in range(64)]
-        samples = []
-        for p in problems:
-            enc = encode_example(tokenizer, Example([{"role": "user", "content": p["question"]}], p["answer"], ""),
-                                 system_prompt=None, max_answer_tokens=16)
-            trace = tokenizer(p["trace"], add_special_tokens=False).input_ids
-            samples.append(Sample(enc.prompt_ids, trace, True, enc.answer_ids))
+        samples = [Sample(prompt, trace, True, answer)
+                   for prompt, trace, answer in (encode_problem(tokenizer, p) for p in problems)]
         batch = assemble(samples, delimiter, tokenizer.eos_token_id, tokenizer.pad_token_id)
         targets = batch.trace_mask.clone()
         targets.scatter_(1, batch.answer_index, batch.answer_mask, reduce="add")
@@ -137,15 +141,10 @@ def start_checkpoint(settings: Settings, seed: int = 0) -> Path:
 
 def exact_trace_reward(problems_file: Path, tokenizer: Any) -> Any:
     """Positive control: 1 if the sampled trace is exactly the worked trace, else 0."""
-    from nrt.data import Example
-    from nrt.prompts import encode_example
-
     reference = {}
     for line in problems_file.read_text().splitlines():
-        p = json.loads(line)
-        enc = encode_example(tokenizer, Example([{"role": "user", "content": p["question"]}], p["answer"], ""),
-                             system_prompt=None, max_answer_tokens=16)
-        reference[tuple(enc.prompt_ids)] = tokenizer(p["trace"], add_special_tokens=False).input_ids
+        prompt, trace, _ = encode_problem(tokenizer, json.loads(line))
+        reference[tuple(prompt)] = trace
 
     def reward(samples: list) -> torch.Tensor:
         return torch.tensor([float(s.trace_ids == reference[tuple(s.prompt_ids)]) for s in samples])

@@ -5,10 +5,12 @@ reference answer text. A malformed record raises ``DataError`` naming the file, 
 field; with ``skip_bad=True`` bad records are dropped and counted instead, never silently.
 
 Sources (``TrainConfig.data``):
-- ``path.jsonl`` / ``.json`` / ``.csv`` / ``.parquet``: records with a question and an answer field, or
+- ``path.jsonl`` / ``.json`` / ``.csv`` / ``.tsv`` / ``.parquet``: records with a question and an answer field, or
   a chat ``messages`` list whose last turn is the assistant's answer;
 - a folder written by ``datasets.Dataset.save_to_disk`` or a `datasets` hub name (online only);
-- ``reasoning_gym:<generator>``: procedurally generated problems; different seeds give disjoint splits;
+- ``reasoning_gym:<generator>`` or ``reasoning_gym:<generator>:key=value:...`` (generator options, e.g.
+  ``reasoning_gym:chain_sum:max_terms=2:max_digits=1``): procedurally generated problems; different seeds
+  give disjoint splits;
 - ``bigbench:<task>``: a BIG-bench task JSON from the ``bigbench`` sdist (see ``nrt data fetch-bigbench``).
 """
 
@@ -151,9 +153,10 @@ def _read_json(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _read_csv(path: Path) -> Iterator[tuple[str, Any]]:
+    """A CSV with a header row; ``.tsv`` files are read the same way with tabs."""
     try:
         with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
+            reader = csv.DictReader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
             for row in reader:
                 yield f"{path}:{reader.line_num}", {k: v for k, v in row.items() if k is not None}
     except UnicodeDecodeError as exc:
@@ -193,15 +196,37 @@ def _read_datasets(source: str, split: str) -> Iterator[tuple[str, Any]]:
 RG_SEED_BLOCK = 10_000_000
 
 
-def _read_reasoning_gym(name: str, size: int, seed: int) -> Iterator[tuple[str, Any]]:
+def reasoning_gym_options(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"chain_sum:max_terms=2:max_digits=1"`` → ``("chain_sum", {"max_terms": 2, "max_digits": 1})``.
+
+    Values are read as YAML scalars (ints, floats, booleans, strings). Colons, not commas, separate the
+    options, because task lists (``nrt eval --tasks``) are comma-separated.
+    """
+    import yaml
+
+    name, _, options = spec.partition(":")
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, options.split(":")):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise DataError(f"reasoning_gym:{spec}: option {item!r} is not key=value")
+        kwargs[key.strip()] = yaml.safe_load(value)
+    return name, kwargs
+
+
+def _read_reasoning_gym(spec: str, size: int, seed: int) -> Iterator[tuple[str, Any]]:
     import reasoning_gym
 
     if size > RG_SEED_BLOCK:
-        raise DataError(f"reasoning_gym:{name}: data_size must be at most {RG_SEED_BLOCK} (got {size})")
-    dataset = reasoning_gym.create_dataset(name, size=size, seed=(seed * RG_SEED_BLOCK) % 2**32)
+        raise DataError(f"reasoning_gym:{spec}: data_size must be at most {RG_SEED_BLOCK} (got {size})")
+    name, options = reasoning_gym_options(spec)
+    try:
+        dataset = reasoning_gym.create_dataset(name, size=size, seed=(seed * RG_SEED_BLOCK) % 2**32, **options)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise DataError(f"reasoning_gym:{spec}: {exc}") from exc
     for i in range(size):
         entry = dataset[i]
-        yield f"reasoning_gym:{name} seed={seed} #{i}", {"question": entry["question"], "answer": entry["answer"],
+        yield f"reasoning_gym:{spec} seed={seed} #{i}", {"question": entry["question"], "answer": entry["answer"],
                                                          "_entry": entry}
 
 
@@ -263,7 +288,8 @@ def fetch_bigbench(version: str = "1.0.0") -> list[str]:
         return extract_bigbench(sdist)
 
 
-FILE_READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
+FILE_READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".tsv": _read_csv,
+                ".parquet": _read_parquet}
 
 
 def read_records(source: str, *, split: str = "train", size: int = 1000, seed: int = 1) -> Iterable[tuple[str, Any]]:

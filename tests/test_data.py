@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from nrt.data import DataError, FieldNames, extract_bigbench, load_examples
+from nrt.data import DataError, FieldNames, extract_bigbench, load_examples, reasoning_gym_options
 
 
 def _jsonl(path, rows):
@@ -68,6 +68,19 @@ def test_reasoning_gym_seeds_give_disjoint_splits():
     assert len(train.examples) == 50
     assert not {e.messages[0]["content"] for e in train.examples} & {e.messages[0]["content"] for e in test.examples}
     assert "entry" in train.examples[0].meta  # kept for scoring
+
+
+def test_reasoning_gym_generator_options():
+    examples = load_examples("reasoning_gym:chain_sum:min_terms=2:max_terms=2:max_digits=1", size=20).examples
+    for e in examples:  # "... problem: 3 + 5 =": two single-digit terms
+        terms = e.messages[0]["content"].split(":")[-1].rstrip("= ").split()
+        assert len(terms) == 3 and all(len(t) == 1 for t in terms[::2])
+    assert reasoning_gym_options("products:max_digits=1:allow_negation=true") == (
+        "products", {"max_digits": 1, "allow_negation": True})
+    with pytest.raises(DataError, match=r"reasoning_gym:chain_sum:bogus=1: .*bogus"):
+        load_examples("reasoning_gym:chain_sum:bogus=1", size=2)
+    with pytest.raises(DataError, match="'max_digits' is not key=value"):
+        load_examples("reasoning_gym:chain_sum:max_digits", size=2)
 
 
 def test_bigbench_from_an_sdist(tmp_path, monkeypatch):

@@ -10,8 +10,9 @@ import nrt.generate
 from nrt import load_config, load_policy, train
 from nrt.cli import main
 from nrt.data import Example, load_examples
-from nrt.evaluate import Task, evaluate_task, exact_match, load_task, normalize, reasoning_gym_score
+from nrt.evaluate import Task, evaluate_task, load_task
 from nrt.rollout import Trace
+from nrt.scoring import exact_match, normalize, reasoning_gym_score
 
 
 def test_normalize_and_exact_match():

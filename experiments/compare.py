@@ -69,17 +69,18 @@ def run_logged(cmd: list[str], log: Path) -> float:
     return (time.perf_counter() - started) / 60
 
 
-def train(method: str, budget: Budget, runs: Path) -> tuple[Path, float]:
+def train(method: str, model: str, budget: Budget, runs: Path) -> tuple[Path, float]:
     """Train ``method`` unless its run finished before; return its final model folder and training minutes."""
     run_dir = runs / method
     done = run_dir / "done.json"
     if not done.is_file():
         print(f"[{time.strftime('%H:%M')}] train {method} ({budget.steps} steps)", flush=True)
         minutes = run_logged([sys.executable, "-m", "nrt", "train", "--config", method, *budget.overrides(method),
-                              f"output_dir={run_dir}", "progress=false"], runs / f"{method}.train.log")
+                              f"model={model}", f"output_dir={run_dir}", "progress=false"],
+                             runs / f"{method}.train.log")
         done.write_text(json.dumps({"minutes": minutes}))
-    model = run_dir / "checkpoints" / f"step-{budget.steps:06d}" / "model"
-    return model, json.loads(done.read_text())["minutes"]
+    trained = run_dir / "checkpoints" / f"step-{budget.steps:06d}" / "model"
+    return trained, json.loads(done.read_text())["minutes"]
 
 
 def evaluate(name: str, model: str, budget: Budget, runs: Path, *, think: bool) -> dict[str, Any]:
@@ -121,27 +122,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", default="experiments/runs", help="Checkpoints, metrics and logs (not committed).")
     parser.add_argument("--quick", action="store_true", help="Two steps and four problems per task.")
     parser.add_argument("--methods", default=",".join(METHODS), help="Comma-separated presets to train.")
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="The starting model of every method.")
     args = parser.parse_args(argv)
     budget = QUICK if args.quick else Budget()
     out, runs = Path(args.out), Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 
     rows: list[dict[str, Any]] = []
     for think in (True, False):
         rows.append({"method": "untrained", "mode": "think" if think else "no-think", "minutes": None,
-                     "eval": evaluate("untrained", "smollm2-135m-instruct", budget, runs, think=think)})
+                     "eval": evaluate("untrained", args.model, budget, runs, think=think)})
     curves = {}
     for method in args.methods.split(","):
-        model, minutes = train(method, budget, runs)
+        trained, minutes = train(method, args.model, budget, runs)
         curves[method] = [read_metrics(runs / method / "metrics.jsonl")]
         for think in (True, False):
             rows.append({"method": method, "mode": "think" if think else "no-think", "minutes": minutes,
-                         "eval": evaluate(method, str(model), budget, runs, think=think)})
+                         "eval": evaluate(method, str(trained), budget, runs, think=think)})
 
     wall = (time.perf_counter() - started) / 60
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    command = "python experiments/compare.py" + (" --quick" if args.quick else "")
+    command = " ".join(["python", "experiments/compare.py", *(argv if argv is not None else sys.argv[1:])])
     out.mkdir(parents=True, exist_ok=True)
     plot_curves(curves, out / "curves.png")
     (out / "results.json").write_text(json.dumps({"budget": asdict(budget), "train_task": TRAIN_TASK,
@@ -152,8 +154,9 @@ def main(argv: list[str] | None = None) -> None:
                                                  indent=1))
     text = table(rows)
     (out / "README.md").write_text(
-        f"# Comparison on the default model\n\n`{command}` at commit `{commit}`; {wall:.0f} min wall on this "
-        f"run (cached parts not counted).\n\nTrained on `{TRAIN_TASK}`; budget (every method): {asdict(budget)}. "
+        f"# Comparison: every method from `{args.model}`\n\n`{command}` at commit `{commit}`; {wall:.0f} min "
+        f"wall on this run (cached parts not counted).\n\nTrained on `{TRAIN_TASK}`; budget (every method): "
+        f"{asdict(budget)}. "
         f"Accuracy on {budget.eval_limit} held-out problems per task, greedy; think = trace up to "
         f"{budget.max_trace_tokens} tokens then the answer; no-think = the answer right after the delimiter.\n"
         f"Tasks: " + ", ".join(f"{k} = `{v}`" for k, v in EVAL_TASKS.items()) +

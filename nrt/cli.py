@@ -112,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="Think-then-answer evaluation on offline tasks; prints a table, writes JSON.")
     p.add_argument("--model", default=DEFAULT_MODEL, help="Checkpoint folder, hub name, or the embedded default.")
-    p.add_argument("--tasks", required=True, help="Comma-separated: reasoning_gym:<gen>, bigbench:<task>, a file.")
+    p.add_argument("--tasks", required=True,
+                   help="Comma-separated: reasoning_gym:<gen>[:key=value...], bigbench:<task>, humaneval, "
+                   "<benchmark>:<path> (bbh, mmlu, gsm8k, math, humaneval, drop, popqa, truthfulqa, ifeval), "
+                   "or a question/answer file.")
     p.add_argument("--limit", type=int, default=50, help="Examples per task.")
     p.add_argument("--no-think", action="store_true", help="Answer right after the delimiter, no trace.")
     p.add_argument("--max-trace-tokens", type=int, default=128)

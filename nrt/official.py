@@ -78,8 +78,12 @@ def _records(source: str, pattern: str = "*", split: str = "test") -> Iterator[R
     if path.suffix == ".gz":
         with gzip.open(path, "rt", encoding="utf-8") as handle:
             for number, line in enumerate(handle, start=1):
-                if line.strip():
+                if not line.strip():
+                    continue
+                try:
                     yield f"{path}:{number}", json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
         return
     yield from read_records(source, split=split)
 

@@ -21,7 +21,8 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,10 @@ class Budget:
 QUICK = Budget(steps=2, eval_limit=4)
 
 
+def head_commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
 def run_logged(cmd: list[str], log: Path) -> float:
     """Run ``cmd`` with its output in ``log``; return its wall time in minutes (raise if it fails)."""
     started = time.perf_counter()
@@ -69,8 +74,8 @@ def run_logged(cmd: list[str], log: Path) -> float:
     return (time.perf_counter() - started) / 60
 
 
-def train(method: str, model: str, budget: Budget, runs: Path) -> tuple[Path, float]:
-    """Train ``method`` unless its run finished before; return its final model folder and training minutes."""
+def train(method: str, model: str, budget: Budget, runs: Path) -> tuple[Path, dict[str, Any]]:
+    """Train ``method`` unless its run finished before; return its final model folder and its minutes and commit."""
     run_dir = runs / method
     done = run_dir / "done.json"
     if not done.is_file():
@@ -78,9 +83,9 @@ def train(method: str, model: str, budget: Budget, runs: Path) -> tuple[Path, fl
         minutes = run_logged([sys.executable, "-m", "nrt", "train", "--config", method, *budget.overrides(method),
                               f"model={model}", f"output_dir={run_dir}", "progress=false"],
                              runs / f"{method}.train.log")
-        done.write_text(json.dumps({"minutes": minutes}))
+        done.write_text(json.dumps({"minutes": minutes, "commit": head_commit()}))
     trained = run_dir / "checkpoints" / f"step-{budget.steps:06d}" / "model"
-    return trained, json.loads(done.read_text())["minutes"]
+    return trained, json.loads(done.read_text())
 
 
 def evaluate(name: str, model: str, budget: Budget, runs: Path, *, think: bool) -> dict[str, Any]:
@@ -90,10 +95,12 @@ def evaluate(name: str, model: str, budget: Budget, runs: Path, *, think: bool) 
     if not out.is_file():
         print(f"[{time.strftime('%H:%M')}] eval {name} {mode}", flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
-        run_logged([sys.executable, "-m", "nrt", "eval", "--model", model, "--tasks", ",".join(EVAL_TASKS.values()),
-                    "--limit", str(budget.eval_limit), "--max-trace-tokens", str(budget.max_trace_tokens),
-                    "--max-answer-tokens", "16", "--batch-size", str(budget.eval_limit), "--output", str(out),
-                    *([] if think else ["--no-think"])], runs / f"{name}.{mode}.eval.log")
+        minutes = run_logged([sys.executable, "-m", "nrt", "eval", "--model", model, "--tasks",
+                              ",".join(EVAL_TASKS.values()), "--limit", str(budget.eval_limit), "--max-trace-tokens",
+                              str(budget.max_trace_tokens), "--max-answer-tokens", "16", "--batch-size",
+                              str(budget.eval_limit), "--output", str(out), *([] if think else ["--no-think"])],
+                             runs / f"{name}.{mode}.eval.log")
+        out.write_text(json.dumps(json.loads(out.read_text()) | {"minutes": minutes, "commit": head_commit()}))
     return json.loads(out.read_text())
 
 
@@ -101,11 +108,22 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def most_common_answer(tasks: list[dict[str, Any]]) -> list[float]:
+    """Accuracy of always giving each task's most frequent reference answer: the floor a method must beat."""
+    shares = []
+    for task in tasks:
+        references = Counter(s["reference"] for s in task["samples"])
+        shares.append(references.most_common(1)[0][1] / task["n"])
+    return shares
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown: one row per (method, mode); accuracy per task, mean trace length and delimiter rate over
-    tasks, training minutes."""
+    tasks, training minutes; first the accuracy of a constant answer."""
     head = ["method", "mode", *EVAL_TASKS, "trace len", "delimiter rate", "train min"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    floor = [f"{share:.3f}" for share in most_common_answer(rows[0]["eval"]["tasks"])]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+             "| " + " | ".join(["*most common answer*", "–", *floor, "–", "–", "–"]) + " |"]
     for row in rows:
         tasks = row["eval"]["tasks"]
         cells = [row["method"], row["mode"], *(f"{t['accuracy']:.3f}" for t in tasks),
@@ -123,12 +141,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="Two steps and four problems per task.")
     parser.add_argument("--methods", default=",".join(METHODS), help="Comma-separated presets to train.")
     parser.add_argument("--model", default="smollm2-135m-instruct", help="The starting model of every method.")
+    parser.add_argument("--lr", type=float, default=None, help="Another learning rate for every method (an ablation).")
     args = parser.parse_args(argv)
     budget = QUICK if args.quick else Budget()
+    if args.lr is not None:
+        budget = replace(budget, lr=args.lr)
     out, runs = Path(args.out), Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 
     rows: list[dict[str, Any]] = []
     for think in (True, False):
@@ -136,33 +156,40 @@ def main(argv: list[str] | None = None) -> None:
                      "eval": evaluate("untrained", args.model, budget, runs, think=think)})
     curves = {}
     for method in args.methods.split(","):
-        trained, minutes = train(method, args.model, budget, runs)
+        trained, stage = train(method, args.model, budget, runs)
         curves[method] = [read_metrics(runs / method / "metrics.jsonl")]
         for think in (True, False):
-            rows.append({"method": method, "mode": "think" if think else "no-think", "minutes": minutes,
+            rows.append({"method": method, "mode": "think" if think else "no-think", "minutes": stage["minutes"],
+                         "commit": stage.get("commit"),
                          "eval": evaluate(method, str(trained), budget, runs, think=think)})
 
     wall = (time.perf_counter() - started) / 60
+    stages = [r["minutes"] for r in rows if r["mode"] == "think" and r["minutes"] is not None]
+    stages += [r["eval"].get("minutes") for r in rows]
+    total = f"{sum(stages):.0f} min" if None not in stages else "unknown"
+    commits = sorted({c for r in rows for c in (r.get("commit"), r["eval"].get("commit")) if c}) or ["unknown"]
+    commit = ", ".join(commits)
     command = " ".join(["python", "experiments/compare.py", *(argv if argv is not None else sys.argv[1:])])
     out.mkdir(parents=True, exist_ok=True)
     plot_curves(curves, out / "curves.png")
     (out / "results.json").write_text(json.dumps({"budget": asdict(budget), "train_task": TRAIN_TASK,
-                                                  "eval_tasks": EVAL_TASKS, "commit": commit, "wall_minutes": wall,
+                                                  "eval_tasks": EVAL_TASKS, "commit": commit, "total_minutes": total,
                                                   "rows": [{k: v for k, v in r.items() if k != "eval"} | {
                                                       "tasks": [{k: v for k, v in t.items() if k != "samples"}
                                                                 for t in r["eval"]["tasks"]]} for r in rows]},
                                                  indent=1))
     text = table(rows)
     (out / "README.md").write_text(
-        f"# Comparison: every method from `{args.model}`\n\n`{command}` at commit `{commit}`; {wall:.0f} min "
-        f"wall on this run (cached parts not counted).\n\nTrained on `{TRAIN_TASK}`; budget (every method): "
+        f"# Comparison: every method from `{args.model}`\n\n`{command}`, stages run at commit {commit}. Training and "
+        f"evaluation took {total} in all (the sum of the stages; this invocation {wall:.0f} min, reusing finished "
+        f"stages).\n\nTrained on `{TRAIN_TASK}`; budget (every method): "
         f"{asdict(budget)}. "
         f"Accuracy on {budget.eval_limit} held-out problems per task, greedy; think = trace up to "
         f"{budget.max_trace_tokens} tokens then the answer; no-think = the answer right after the delimiter.\n"
         f"Tasks: " + ", ".join(f"{k} = `{v}`" for k, v in EVAL_TASKS.items()) +
         f"\n\n{text}\n\n![curves](curves.png)\n")
     print(text)
-    print(f"\n{wall:.1f} min; table, curves and results.json in {out}")
+    print(f"\n{total} of stages ({wall:.1f} min now); table, curves and results.json in {out}")
 
 
 if __name__ == "__main__":

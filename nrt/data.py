@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import string
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 ROLES = ("system", "user", "assistant")
+LETTERS = string.ascii_uppercase
 
 
 class DataError(ValueError):
@@ -243,18 +245,30 @@ def _read_bigbench(task: str) -> Iterator[tuple[str, Any]]:
         )
     for origin, record in _read_json(path):
         if isinstance(record, dict):
-            record = {"question": record.get("input"), "answer": _bigbench_target(record), "_entry": record}
-        yield origin, record
+            yield origin, _bigbench_record(record)
+        else:
+            yield origin, record
 
 
-def _bigbench_target(record: dict) -> Any:
+def _bigbench_record(record: dict) -> dict[str, Any]:
+    """A multiple-choice example (``target_scores``) lists its choices and is answered by letter, since a
+    generated answer cannot be matched to choices the question never shows; otherwise the first target."""
+    scores = record.get("target_scores")
+    question = record.get("input")
+    if isinstance(scores, dict) and len(scores) >= 2 and isinstance(question, str):
+        choices = list(scores)
+        best = max(range(len(choices)), key=lambda i: scores[choices[i]])
+        return {"question": multiple_choice_prompt(question, choices), "answer": LETTERS[best], "_entry": record}
     target = record.get("target")
     if isinstance(target, list):
         target = target[0] if target else None
-    if target is None and isinstance(record.get("target_scores"), dict) and record["target_scores"]:
-        scores = record["target_scores"]
-        target = max(scores, key=scores.get)
-    return target
+    return {"question": question, "answer": target, "_entry": record}
+
+
+def multiple_choice_prompt(question: str, choices: list[str]) -> str:
+    """The question, then one lettered line per choice, then how to answer."""
+    lines = [question.strip(), *(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))]
+    return "\n".join(lines) + "\nAnswer with the letter of the correct choice."
 
 
 def extract_bigbench(sdist: Path, dest: Path | None = None) -> list[str]:

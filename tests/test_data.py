@@ -6,6 +6,7 @@ import tarfile
 import pytest
 
 from nrt.data import DataError, FieldNames, extract_bigbench, load_examples, reasoning_gym_options
+from nrt.evaluate import load_task
 
 
 def _jsonl(path, rows):
@@ -97,7 +98,12 @@ def test_bigbench_from_an_sdist(tmp_path, monkeypatch):
         load_examples("bigbench:strategyqa")
     assert extract_bigbench(sdist) == ["strategyqa"]
     data = load_examples("bigbench:strategyqa")
-    assert [e.answer for e in data.examples] == ["Yes", "Because."]
+    assert [e.answer for e in data.examples] == ["A", "Because."]  # multiple choice: lettered, answered by letter
+    assert data.examples[0].messages[0]["content"] == ("Is the sky blue?\nA. Yes\nB. No\n"
+                                                       "Answer with the letter of the correct choice.")
+    task = load_task("bigbench:strategyqa", limit=5)
+    assert task.scorer("(A)", task.examples[0]) == 1.0 and task.scorer("Yes", task.examples[0]) == 0.0
+    assert task.scorer("because", task.examples[1]) == 1.0
 
 
 BAD = [

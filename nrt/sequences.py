@@ -100,22 +100,24 @@ class Scored:
 def score(model: torch.nn.Module, batch: SequenceBatch, *, entropy: bool = True) -> Scored:
     """One forward pass; log-probs of every target token (with grad if enabled by the caller).
 
-    Logits are computed only for the S target positions, and ``log p = logit - logsumexp`` avoids
-    materialising a second [N, S, vocab] tensor of log-softmax.
+    Logits are computed only for the S target positions. Log-probs and entropies are then taken one
+    sequence at a time (``log p = logit - logsumexp``): the temporaries of a log-softmax, a softmax and a
+    contiguous copy exist for one [S, vocab] row, not for the whole [N, S, vocab] batch, which lowers the
+    peak memory of the step by about a logits tensor or more at no cost in time.
     """
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
                 logits_to_keep=batch.num_targets + 1, use_cache=False)
-    logits = out.logits[:, :-1].float()
-    lse = logits.logsumexp(-1)
-    logp = logits.gather(-1, batch.target_ids[..., None]).squeeze(-1) - lse
-    ent = torch.zeros(logp.shape[0], device=logp.device)
-    if entropy and batch.trace_mask.any():
-        with torch.no_grad():
-            sel = logits[batch.trace_mask]
-            per_token = lse[batch.trace_mask] - (sel.softmax(-1) * sel).sum(-1)
-            rows = batch.trace_mask.nonzero()[:, 0]
-            ent = torch.zeros_like(ent).index_add_(0, rows, per_token)
-            ent = ent / batch.trace_mask.sum(-1).clamp(min=1)
+    logits = out.logits[:, :-1]
+    rows, ent = [], torch.zeros(logits.shape[0], device=logits.device)
+    for i, row in enumerate(logits.unbind(0)):  # unbind: one gradient buffer in backward, not one per row
+        row = row.float()
+        lse = row.logsumexp(-1)
+        rows.append(row.gather(-1, batch.target_ids[i, :, None]).squeeze(-1) - lse)
+        if entropy and batch.trace_mask[i].any():
+            with torch.no_grad():
+                sel = row[batch.trace_mask[i]]
+                ent[i] = (lse[batch.trace_mask[i]] - (sel.softmax(-1) * sel).sum(-1)).mean()
+    logp = torch.stack(rows)
     answer_logp = logp.gather(1, batch.answer_index) * batch.answer_mask
     return Scored(
         logp=logp,

@@ -64,7 +64,13 @@ def test_score_matches_a_plain_forward(tiny_model_dir):
     assert scored.answer_logp[1, 0].item() == scored.logp[1, 2].item()
     assert scored.answer_logp[1, 1].item() == 0.0  # padding
     assert scored.delim_logp[1].item() == scored.logp[1, 1].item()
-    assert scored.trace_entropy[0] > 0 and scored.trace_entropy[1] > 0
+    # the second sample's trace is one token (12); its delimiter was forced, so not part of the trace
+    expected = torch.distributions.Categorical(logits=logits[:1]).entropy().mean()
+    torch.testing.assert_close(scored.trace_entropy[1], expected, rtol=1e-4, atol=1e-4)
+    assert scored.trace_entropy[0] > 0
+    # gradients flow to every row through the per-row log-probs
+    (scored.logp[0].sum() + scored.logp[1, :4].sum()).backward()
+    assert policy.model.get_input_embeddings().weight.grad[4].abs().sum() > 0
 
 
 def test_delimiter_is_a_special_token_initialised_from_eos(tiny_model_dir):

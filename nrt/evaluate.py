@@ -58,10 +58,10 @@ def load_task(name: str, *, limit: int, eval_seed: int = 999) -> Task:
 class TaskResult:
     task: str
     n: int
-    accuracy: float
-    score: float
-    trace_len_mean: float
-    delimiter_rate: float
+    accuracy: float | None  # None: skipped
+    score: float | None
+    trace_len_mean: float | None
+    delimiter_rate: float | None
     samples: list[dict[str, Any]] = field(default_factory=list)
     skipped: str | None = None  # why the task did not run (its data is not available)
 
@@ -97,8 +97,7 @@ def evaluate(policy: Policy, tasks: list[str], *, limit: int = 50, eval_seed: in
         try:
             task = load_task(name, limit=limit, eval_seed=eval_seed)
         except DataError as exc:
-            results.append(TaskResult(name, 0, float("nan"), float("nan"), float("nan"), float("nan"),
-                                      skipped=str(exc)))
+            results.append(TaskResult(name, 0, None, None, None, None, skipped=str(exc)))
             continue
         results.append(evaluate_task(policy, task, **kwargs))
     return results

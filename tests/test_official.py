@@ -198,4 +198,4 @@ def test_eval_cli_runs_humaneval_and_reports_a_skipped_task(tiny_model_dir, tmp_
     assert "humaneval" in printed and "skipped" in printed
     humaneval, popqa = json.loads(out.read_text())["tasks"]
     assert humaneval["n"] == 2 and humaneval["accuracy"] == 0.0 and len(humaneval["samples"]) == 2
-    assert popqa["n"] == 0 and "popQA.tsv: not found" in popqa["skipped"]
+    assert popqa["n"] == 0 and popqa["accuracy"] is None and "popQA.tsv: not found" in popqa["skipped"]

@@ -1,4 +1,4 @@
-"""The paper's comparison at small scale, on the default model, in one command (~2 hours on 2 CPU cores).
+"""The paper's comparison at small scale, on the default model, in one command (~50 min on 2 CPU cores).
 
     python experiments/compare.py                 # everything; resumes where it stopped
     python experiments/compare.py --quick         # 2 steps, 4 problems per task: checks the pipeline (minutes)

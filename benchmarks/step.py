@@ -1,6 +1,7 @@
-"""Seconds per NRT step: (a) nrt's fused step, (b) the reference recipe's three-pass structure, (c) the same
-algorithm in TRL's GRPOTrainer, as a TRL user would write it (a reward function that scores the reference
-answer with separate forward passes of the policy).
+"""Seconds per NRT step: (a) nrt's fused step, (b) the reference recipe's three-pass structure written plainly
+(``model.generate`` for the traces, then a no-grad scoring pass, an empty-trace pass for every sample and the
+training pass), (c) the same algorithm in TRL's GRPOTrainer, as a TRL user would write it (a reward function
+that scores the reference answer with separate forward passes of the policy).
 
     python benchmarks/step.py                    # a, b, c interleaved over 2 rounds, default model
     python benchmarks/step.py --scaling          # (a) as K, trace length and answer length double
@@ -47,7 +48,7 @@ def _workload(policy, args):
 def run_nrt(args, structure: str) -> dict:
     from accelerate import Accelerator
 
-    import nrt.step
+    import nrt.rollout
     from nrt import load_config, load_policy
     from nrt.step import nrt_step
 
@@ -55,8 +56,10 @@ def run_nrt(args, structure: str) -> dict:
     _, encoded = _workload(policy, args)
     cfg = load_config("nrt-ws", {"num_traces": args.k, "max_trace_tokens": args.trace, "prompts_per_step": args.prompts,
                                  "prompts_per_micro_batch": args.micro, "pass_structure": structure,
-                                 "max_answer_tokens": args.answer, "dtype": "fp32"})
-    nrt.step.sample_traces = _no_stop(nrt.step.sample_traces)  # full-length traces: nothing ends them early
+                                 "max_answer_tokens": args.answer, "dtype": "fp32",
+                                 "sampler": "cache" if structure == "fused" else "generate"})
+    for name, sample in nrt.rollout.SAMPLERS.items():  # full-length traces: nothing ends them early
+        nrt.rollout.SAMPLERS[name] = _no_stop(sample)
     model = policy.model
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, betas=(0.9, 0.95), weight_decay=0.01, fused=True)
@@ -68,8 +71,10 @@ def run_nrt(args, structure: str) -> dict:
     prompt_tokens = sum(len(e.prompt_ids) for e in encoded) * args.k
     trace_tokens = int(m["trace_len_mean"] * len(encoded) * args.k)
     answer_tokens = (args.answer + 2) * len(encoded) * args.k
+    passes = args.k if structure == "reference" else 1  # the fused pass runs each prompt once for its K traces
     return {"step": m["step_seconds"], "sampling": m["sampling_seconds"], "scoring": m["scoring_seconds"],
             "update": m["update_seconds"], "sequence_tokens": prompt_tokens + trace_tokens + answer_tokens,
+            "pass_tokens": prompt_tokens * passes // args.k + trace_tokens + answer_tokens,
             "target_tokens": trace_tokens + answer_tokens, "trace_tokens": trace_tokens}
 
 
@@ -146,7 +151,8 @@ def run_trl(args) -> dict:
     trace_tokens = args.trace * len(encoded) * args.k
     return {"step": step, "sampling": timings["sampling"], "scoring": timings["scoring"],
             "update": step - timings["sampling"] - timings["scoring"],
-            "sequence_tokens": prompt_tokens + trace_tokens, "target_tokens": trace_tokens,
+            "sequence_tokens": prompt_tokens + trace_tokens, "pass_tokens": prompt_tokens + trace_tokens,
+            "target_tokens": trace_tokens,
             "trace_tokens": trace_tokens}
 
 
@@ -174,10 +180,10 @@ def matmul_gflops(rows: int) -> float:
 
 
 def update_flops(result: dict) -> float:
-    """Approximate FLOPs of the training pass: 6 x params x tokens (body) + 6 x head x target tokens."""
+    """Approximate FLOPs of the training pass: 6 x params x tokens it runs (body) + 6 x head x target tokens."""
     body = 106.2e6  # SmolLM2-135M without the tied 49,153 x 576 embedding/head matrix
     head = 49153 * 576
-    return 6 * body * result["sequence_tokens"] + 6 * head * result["target_tokens"]
+    return 6 * body * result["pass_tokens"] + 6 * head * result["target_tokens"]
 
 
 def run_child(variant: str, args, **shape) -> dict:
@@ -200,6 +206,10 @@ def machine_line() -> str:
                    if ln.startswith("model name"))
     return (f"machine: {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
             f"bf16 kernels: {bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}, {platform.python_version()}")
+
+
+def _after_sampling(result: dict) -> float:
+    return result["step"] - result["sampling"]
 
 
 def parent(args) -> None:
@@ -236,7 +246,8 @@ def parent(args) -> None:
         for other in ("b", "c"):
             if other in med:
                 print(f"ratio {other}/a (how many times faster nrt's step is than {VARIANTS[other]}): "
-                      f"{med[other]['step'] / med['a']['step']:.2f}x")
+                      f"{med[other]['step'] / med['a']['step']:.2f}x; without sampling (scoring + update): "
+                      f"{_after_sampling(med[other]) / _after_sampling(med['a']):.2f}x")
 
 
 def main() -> None:

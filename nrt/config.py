@@ -83,6 +83,11 @@ class TrainConfig:
     max_trace_tokens: int = _f(64, "Trace budget in tokens; a trace that hits it gets the delimiter appended.")
     temperature: float = _f(1.0, "Sampling temperature of traces.")
     top_p: float = _f(1.0, "Nucleus sampling mass of traces.")
+    sampler: Literal["cache", "generate"] = _f(
+        "cache",
+        "cache: nrt's KV-cache loop (each prompt prefilled once for its K traces, finished traces leave the "
+        "batch). generate: transformers' model.generate (every copy prefilled; the plain baseline).",
+    )
 
     # --- objective -------------------------------------------------------------------------------
     aggregation: str = _f(

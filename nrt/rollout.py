@@ -5,10 +5,15 @@ ids are kept: the trace is the sampled tokens before the stop token, and ``emitt
 stop token was the delimiter (otherwise the delimiter is appended and the format term teaches it).
 Sampling is from the full distribution (no top-k) so that the trace log-probs of the policy gradient
 are those of the sampling policy, up to temperature and top-p.
+
+Two samplers with one signature (``SAMPLERS``, config ``sampler``): ``cache``, nrt's KV-cache loop, and
+``generate``, transformers' ``model.generate``: the plain way, kept as the baseline of the benchmark and
+as a check of the loop.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -102,3 +107,28 @@ def sample_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_trace
     finally:
         model.train(was_training)
     return [split_trace(row, delimiter_id, end_id) for row in generated]
+
+
+@torch.no_grad()
+def generate_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_traces: int, max_tokens: int,
+                    temperature: float, top_p: float, delimiter_id: int, end_id: int, pad_id: int,
+                    do_sample: bool = True) -> list[Trace]:
+    """``sample_traces`` through ``model.generate``: every one of the K copies of a prompt is prefilled, and
+    finished rows stay in the batch (padding) until the last row stops."""
+    from transformers import GenerationConfig
+
+    device = next(model.parameters()).device
+    ids, mask = (t.repeat_interleave(num_traces, dim=0).to(device) for t in left_pad(prompts, pad_id))
+    config = GenerationConfig(max_new_tokens=max_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
+                              top_k=0, eos_token_id=[delimiter_id, end_id], pad_token_id=pad_id)
+    was_training = model.training
+    model.eval()
+    try:
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+    finally:
+        model.train(was_training)
+    return [split_trace(row, delimiter_id, end_id) for row in out[:, ids.shape[1]:].tolist()]
+
+
+Sampler = Callable[..., list[Trace]]
+SAMPLERS: dict[str, Sampler] = {"cache": sample_traces, "generate": generate_traces}

@@ -4,6 +4,11 @@ Traces stay token ids from sampling; nothing is decoded and re-tokenised. Prompt
 common length P so that every token the loss reads sits at position >= P: the model computes logits
 only for those positions (``logits_to_keep``), not for the prompt. "Target index" j below means the
 token at sequence position P + j, predicted by the logits at position P + j - 1.
+
+The K rows of a group share their prompt. ``score(..., group_size=K)`` runs each prompt once (with
+gradients) and lets its K continuations attend to that one copy through the KV cache: the same values
+and gradients as running every row whole (backward sums the copies' gradients), with K - 1 fewer
+passes over each prompt, which is most of the tokens when prompts are long.
 """
 
 from __future__ import annotations
@@ -97,17 +102,48 @@ class Scored:
     trace_entropy: Tensor  # [N] mean per-token entropy of the trace tokens (detached; 0 for empty traces)
 
 
-def score(model: torch.nn.Module, batch: SequenceBatch, *, entropy: bool = True) -> Scored:
-    """One forward pass; log-probs of every target token (with grad if enabled by the caller).
+def target_logits(model: torch.nn.Module, batch: SequenceBatch, group_size: int = 1) -> Tensor:
+    """Logits at the S positions that predict the targets, [N, S, vocab].
+
+    ``group_size`` K > 1: rows i*K ... i*K+K-1 have the same prompt. The prompt minus its last token is run
+    once per group with the KV cache on, the cache is repeated for the group's K rows, and each row then
+    runs from the prompt's last token on (the first target's logits sit at that token). Needs a model that
+    keeps its cache in a forward with gradients: not under gradient checkpointing, which drops the cache.
+    """
+    prompt_len = batch.input_ids.shape[1] - batch.num_targets
+    if group_size == 1 or prompt_len < 2:
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    position_ids=batch.position_ids, logits_to_keep=batch.num_targets + 1, use_cache=False)
+        return out.logits[:, :-1]
+    from transformers import DynamicCache
+
+    n = batch.input_ids.shape[0]
+    if n % group_size:
+        raise ValueError(f"{n} rows do not split into groups of {group_size}")
+    head = prompt_len - 1  # the prompt tokens whose logits nothing reads
+    prompts = batch.input_ids[::group_size, :head]
+    if not torch.equal(batch.input_ids[:, :head], prompts.repeat_interleave(group_size, dim=0)):
+        raise ValueError(f"rows of a group of {group_size} do not share their prompt")
+    cache = DynamicCache()
+    model(input_ids=prompts, attention_mask=batch.attention_mask[::group_size, :head],
+          position_ids=batch.position_ids[::group_size, :head], past_key_values=cache, use_cache=True,
+          logits_to_keep=1)
+    cache.batch_repeat_interleave(group_size)
+    out = model(input_ids=batch.input_ids[:, head:-1], attention_mask=batch.attention_mask[:, :-1],
+                position_ids=batch.position_ids[:, head:-1], past_key_values=cache, use_cache=True,
+                logits_to_keep=batch.num_targets)
+    return out.logits
+
+
+def score(model: torch.nn.Module, batch: SequenceBatch, *, entropy: bool = True, group_size: int = 1) -> Scored:
+    """Log-probs of every target token (with grad if enabled by the caller); see ``target_logits``.
 
     Logits are computed only for the S target positions. Log-probs and entropies are then taken one
     sequence at a time (``log p = logit - logsumexp``): the temporaries of a log-softmax, a softmax and a
     contiguous copy exist for one [S, vocab] row, not for the whole [N, S, vocab] batch, which lowers the
     peak memory of the step by about a logits tensor or more at no cost in time.
     """
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-                logits_to_keep=batch.num_targets + 1, use_cache=False)
-    logits = out.logits[:, :-1]
+    logits = target_logits(model, batch, group_size)
     rows, ent = [], torch.zeros(logits.shape[0], device=logits.device)
     for i, row in enumerate(logits.unbind(0)):  # unbind: one gradient buffer in backward, not one per row
         row = row.float()

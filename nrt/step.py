@@ -1,12 +1,13 @@
 """One NRT step, top to bottom: prompts -> rollout -> score -> rewards -> advantages -> loss -> update.
 
 What it implements (NRT.md): K traces per prompt are sampled from the policy; one forward pass with
-gradients over ``prompt + trace + delimiter + answer`` gives the answer log-probs c (detached for the
-reward), the trace log-probs (policy-gradient term) and the answer term; the empty-trace log-probs b are
-computed once per prompt without gradients. The reward R = f(c) (``nrt.rewards``) is optionally debiased
-by R(empty), normalised within each group of K, and the loss of ``nrt.objective`` is minimised with
-AdamW. With ``updates_per_step > 1`` the first pass's log-probs are the old log-probs of the ratio.
-With ``trace: false`` no trace is sampled and the step is plain SFT on the answer (K = 1).
+gradients over ``prompt + trace + delimiter + answer`` (each prompt run once for its K traces) gives the
+answer log-probs c (detached for the reward), the trace log-probs (policy-gradient term) and the answer
+term; the empty-trace log-probs b are computed once per prompt without gradients. The reward
+R = f(c) (``nrt.rewards``) is optionally debiased by R(empty), normalised within each group of K, and the
+loss of ``nrt.objective`` is minimised with AdamW. With ``updates_per_step > 1`` the first pass's
+log-probs are the old log-probs of the ratio. With ``trace: false`` no trace is sampled and the step is
+plain SFT on the answer (K = 1).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from nrt.modeling import Policy
 from nrt.objective import LossWeights, empty_trace_debias, group_advantages, nrt_loss
 from nrt.prompts import Encoded
 from nrt.rewards import aggregate
-from nrt.rollout import Trace, sample_traces
+from nrt.rollout import SAMPLERS, Trace
 from nrt.sequences import Sample, SequenceBatch, assemble, score
 
 
@@ -95,6 +96,20 @@ def empty_trace_logp(model: torch.nn.Module, policy: Policy, prompts: list[Encod
     return b if per_sample else b.repeat_interleave(k, dim=0)
 
 
+def prompt_group_size(cfg: TrainConfig, accelerator: Accelerator) -> int:
+    """K when the pass with gradients may run each prompt once for its K traces (``score(group_size=K)``), else 1.
+
+    Gradient checkpointing drops the KV cache in a pass with gradients; FSDP and DeepSpeed, which gather
+    parameters per forward call, are not tested with two forward calls before one backward. Those, SFT and
+    the reference structure run every row whole.
+    """
+    from accelerate.utils import DistributedType
+
+    shareable = accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    fused = cfg.trace and cfg.pass_structure == "fused" and not cfg.gradient_checkpointing
+    return cfg.num_traces if fused and shareable else 1
+
+
 def loss_normalizer(cfg: TrainConfig, num_sequences: int) -> float:
     """The constant the summed loss is divided by: sequences x trace budget (not per-sequence lengths)."""
     return float(num_sequences * cfg.max_trace_tokens)
@@ -126,9 +141,10 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
     # --- rollout: K traces per prompt (none for SFT) ---------------------------------------------------
     with accelerator.autocast():
         if cfg.trace:
-            traces = sample_traces(unwrapped, [e.prompt_ids for e in encoded], num_traces=k,
-                                   max_tokens=cfg.max_trace_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                                   delimiter_id=policy.delimiter_id, end_id=policy.end_id, pad_id=policy.pad_id)
+            sample = SAMPLERS[cfg.sampler]
+            traces = sample(unwrapped, [e.prompt_ids for e in encoded], num_traces=k, max_tokens=cfg.max_trace_tokens,
+                            temperature=cfg.temperature, top_p=cfg.top_p, delimiter_id=policy.delimiter_id,
+                            end_id=policy.end_id, pad_id=policy.pad_id)
         else:
             traces = [Trace([], False) for _ in encoded]
     t_sample = time.perf_counter()
@@ -144,6 +160,7 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
     normalizer = loss_normalizer(cfg, len(samples))
     weights = _weights(cfg)
     reference = cfg.pass_structure == "reference"
+    group_size = prompt_group_size(cfg, accelerator)
     rewards: list[Rewards] = []
     entropy: list[Tensor] = []
     parts_sum: dict[str, float] = {}
@@ -162,7 +179,7 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
                     b = empty_trace_logp(model, policy, mb.prompts, k, per_sample=True) if cfg.trace else c
                 scoring_seconds += time.perf_counter() - t_score
                 # --- score: the pass with gradients; in the fused structure it also gives c for the reward ---
-                scored = score(model, mb.batch)
+                scored = score(model, mb.batch, group_size=group_size)
                 if first:
                     t_score = time.perf_counter()
                     if not reference:

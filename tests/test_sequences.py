@@ -1,11 +1,12 @@
 """Token-level assembly and masks, trace splitting, the delimiter token, and scoring positions."""
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 from nrt.modeling import add_delimiter, load_policy
 from nrt.prompts import encode_example
-from nrt.rollout import left_pad, split_trace
+from nrt.rollout import Trace, generate_traces, left_pad, split_trace
 from nrt.sequences import Sample, assemble, score
 
 D, E, P = 90, 91, 0  # delimiter, end, pad ids
@@ -72,6 +73,37 @@ def test_score_matches_a_plain_forward(tiny_model_dir):
     (scored.logp[0].sum() + scored.logp[1, :4].sum()).backward()
     assert policy.model.get_input_embeddings().weight.grad[4].abs().sum() > 0
 
+
+
+def _grads(model: torch.nn.Module) -> list[torch.Tensor]:
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=False)
+    return grads
+
+
+def test_grouped_prompt_pass_gives_the_same_values_and_gradients(tiny_model_dir):
+    """Each prompt run once for its group (cache repeated) == every row run whole; left and right padding."""
+    model = load_policy(str(tiny_model_dir)).model
+    prompts = [[5, 6, 7, 8, 9], [11, 12]]
+    traces = [[30], [31, 32, 33], [], [34, 35], [36], [37, 38, 39, 40]]
+    samples = [Sample(prompts[i // 3], t, i % 2 == 0, [50 + i] * (1 + i % 3)) for i, t in enumerate(traces)]
+    b = assemble(samples, D, E, P)
+    weights = torch.randn(b.target_ids.shape, generator=torch.Generator().manual_seed(0))
+    results = []
+    for group_size in (1, 3):
+        scored = score(model, b, group_size=group_size)
+        (scored.logp * weights).sum().backward()
+        results.append((scored, _grads(model)))
+    (flat, flat_grads), (grouped, grouped_grads) = results
+    torch.testing.assert_close(grouped.logp, flat.logp, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grouped.trace_entropy, flat.trace_entropy, rtol=1e-5, atol=1e-5)
+    for a, c in zip(grouped_grads, flat_grads, strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-6)
+    assert any(g.abs().sum() > 0 for g in grouped_grads)
+    with pytest.raises(ValueError, match="do not share their prompt"):
+        score(model, b, group_size=2)
+    with pytest.raises(ValueError, match="groups of 4"):
+        score(model, b, group_size=4)
 
 def test_delimiter_is_a_special_token_initialised_from_eos(tiny_model_dir):
     policy = load_policy(str(tiny_model_dir))
@@ -144,6 +176,24 @@ def test_kv_cache_sampler_greedy_equals_generate(tiny_model_dir):
     reference = [split_trace(row, policy.delimiter_id, policy.end_id) for row in out[:, ids.shape[1]:].tolist()]
     assert [t.ids for t in ours] == [t.ids for p in reference for t in (p, p)]  # K copies of each prompt
     assert all(len(t.ids) == 12 for t in ours)
+    # the `generate` sampler backend: same contract, same traces
+    plain = generate_traces(policy.model, prompts, num_traces=2, max_tokens=12, temperature=1.0, top_p=1.0,
+                            delimiter_id=policy.delimiter_id, end_id=policy.end_id, pad_id=policy.pad_id,
+                            do_sample=False)
+    assert plain == ours
+
+
+def test_generate_sampler_stops_at_the_delimiter_and_pads_finished_rows(tiny_model_dir):
+    """Sampling through ``model.generate``: a row that emits the delimiter keeps only what came before it."""
+    policy = load_policy(str(tiny_model_dir))
+    with torch.no_grad():  # make the delimiter the likeliest token after token 7 only
+        policy.model.get_output_embeddings().weight[policy.delimiter_id] = \
+            policy.model.get_input_embeddings().weight[7] * 50
+    traces = generate_traces(policy.model, [[1, 2, 3], [7]], num_traces=3, max_tokens=6, temperature=1e-3,
+                             top_p=1.0, delimiter_id=policy.delimiter_id, end_id=policy.end_id,
+                             pad_id=policy.pad_id)
+    assert traces[3:] == [Trace([], True)] * 3  # prompt [7] closes at once; its rows pad while the others go on
+    assert all(t.emitted and 0 < len(t.ids) < 6 and policy.delimiter_id not in t.ids for t in traces[:3])
 
 
 def test_kv_cache_sampler_drops_finished_rows(tiny_model_dir, monkeypatch):

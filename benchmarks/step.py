@@ -1,9 +1,10 @@
 """Seconds per NRT step: (a) nrt's fused step, (b) the reference recipe's three-pass structure written plainly
 (``model.generate`` for the traces, then a no-grad scoring pass, an empty-trace pass for every sample and the
 training pass), (c) the same algorithm in TRL's GRPOTrainer, as a TRL user would write it (a reward function
-that scores the reference answer with separate forward passes of the policy).
+that scores the reference answer with separate forward passes of the policy). (a0) is (a) with glibc's
+default allocator, which returns freed memory to the OS (``nrt.host_memory``): a/a0 is the allocator's share.
 
-    python benchmarks/step.py                    # a, b, c interleaved over 2 rounds, default model
+    python benchmarks/step.py                    # a, a0, b, c interleaved over 2 rounds, default model
     python benchmarks/step.py --scaling          # (a) as K, trace length and answer length double
 
 Same model, prompts, K, trace and answer lengths and seed for every variant. Every trace runs to its full
@@ -28,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-VARIANTS = {"a": "nrt fused step", "b": "reference three passes", "c": "TRL GRPOTrainer"}
+VARIANTS = {"a": "nrt fused step", "a0": "a, default allocator", "b": "reference three passes",
+            "c": "TRL GRPOTrainer"}
 
 
 # --------------------------------------------------------------------------------------------------- child
@@ -45,13 +47,16 @@ def _workload(policy, args):
     return examples, [type(e)(e.prompt_ids, answer_ids) for e in encoded]
 
 
-def run_nrt(args, structure: str) -> dict:
+def run_nrt(args, structure: str, retain: bool) -> dict:
     from accelerate import Accelerator
 
     import nrt.rollout
     from nrt import load_config, load_policy
+    from nrt.host_memory import retain_freed_memory
     from nrt.step import nrt_step
 
+    if retain:  # as nrt's trainer does on CPU (``retain_freed_memory: true``)
+        retain_freed_memory()
     policy = load_policy("smollm2-135m-instruct")
     _, encoded = _workload(policy, args)
     cfg = load_config("nrt-ws", {"num_traces": args.k, "max_trace_tokens": args.trace, "prompts_per_step": args.prompts,
@@ -158,7 +163,10 @@ def run_trl(args) -> dict:
 
 def child(args) -> None:
     torch.manual_seed(args.seed)
-    result = run_trl(args) if args.variant == "c" else run_nrt(args, "fused" if args.variant == "a" else "reference")
+    if args.variant == "c":
+        result = run_trl(args)
+    else:
+        result = run_nrt(args, "reference" if args.variant == "b" else "fused", retain=args.variant == "a")
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -234,16 +242,16 @@ def parent(args) -> None:
     med = {v: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for v, rs in results.items()}
     peak = matmul_gflops(rows=2048)
     print(f"\nmatmul peak (fp32, model shapes): {peak:.1f} GFLOP/s")
-    header = f"{'variant':28s} {'step s':>7s} {'sample':>7s} {'score':>7s} {'update':>7s} {'tok/s':>7s} " \
+    header = f"{'variant':29s} {'step s':>7s} {'sample':>7s} {'score':>7s} {'update':>7s} {'tok/s':>7s} " \
              f"{'peak MB':>8s} {'update % of matmul peak':>24s}"
     print(header)
     for v, r in med.items():
         frac = update_flops(r) / max(r["update"], 1e-9) / 1e9 / peak
-        print(f"{v + ' ' + VARIANTS[v]:28s} {r['step']:7.1f} {r['sampling']:7.1f} {r['scoring']:7.1f} "
+        print(f"{v + ' ' + VARIANTS[v]:29s} {r['step']:7.1f} {r['sampling']:7.1f} {r['scoring']:7.1f} "
               f"{r['update']:7.1f} {r['sequence_tokens'] / r['step']:7.1f} {r['peak_rss_mb']:8.0f} "
               f"{100 * frac:23.0f}%")
     if "a" in med:
-        for other in ("b", "c"):
+        for other in ("a0", "b", "c"):
             if other in med:
                 print(f"ratio {other}/a (how many times faster nrt's step is than {VARIANTS[other]}): "
                       f"{med[other]['step'] / med['a']['step']:.2f}x; without sampling (scoring + update): "
@@ -252,7 +260,7 @@ def parent(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variants", default="a,b,c", type=lambda s: s.split(","))
+    p.add_argument("--variants", default="a,a0,b,c", type=lambda s: s.split(","))
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--k", type=int, default=4)

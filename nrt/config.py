@@ -46,6 +46,11 @@ class TrainConfig:
         "instructions autocast backward was measured 30x slower than fp32.",
     )
     gradient_checkpointing: bool = _f(False, "Trade compute for memory in the training pass.")
+    retain_freed_memory: bool = _f(
+        True,
+        "CPU runs on Linux: keep freed memory in the process (glibc mallopt) so that each step does not "
+        "page-fault its activations in anew; 10-30% faster updates on a 2-core VM (see nrt.host_memory).",
+    )
     lora: bool = _f(False, "Train LoRA adapters (peft) instead of all weights.")
     lora_r: int = _f(16, "LoRA rank.")
     lora_alpha: int = _f(32, "LoRA scaling numerator.")

@@ -139,13 +139,22 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
                 yield origin, DataError(f"{origin}: not valid JSON ({exc.msg} at column {exc.colno})")
 
 
-def _read_json(path: Path) -> Iterator[tuple[str, Any]]:
+def parse_json(path: Path) -> Any:
+    """The parsed content of a JSON file; bad bytes or syntax raise a DataError naming the file and line."""
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        return json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+
+
+def _read_json(path: Path) -> Iterator[tuple[str, Any]]:
+    return json_records(path, parse_json(path))
+
+
+def json_records(path: Path, data: Any) -> Iterator[tuple[str, Any]]:
+    """The records of a parsed JSON file: a list, or an object with an 'examples' (or 'data') list."""
     if isinstance(data, dict) and isinstance(data.get("examples", data.get("data")), list):
         data = data.get("examples", data.get("data"))
     if not isinstance(data, list):

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from nrt.data import LETTERS, DataError, Example, multiple_choice_prompt, read_records
+from nrt.data import LETTERS, DataError, Example, json_records, multiple_choice_prompt, parse_json, read_records
 from nrt.scoring import (
     Scorer,
     choice_letter,
@@ -66,13 +66,12 @@ def _records(source: str, pattern: str = "*", split: str = "test") -> Iterator[R
             yield from _records(str(file), pattern, split)
         return
     if path.suffix == ".json" and path.is_file():  # a file of one record (a MATH problem) or of many
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(f"{path}: not valid JSON ({exc})") from None
+        data = parse_json(path)
         if isinstance(data, dict) and not isinstance(data.get("examples", data.get("data")), list):
             yield str(path), data
-            return
+        else:
+            yield from json_records(path, data)
+        return
     if path.suffix == ".gz":
         with gzip.open(path, "rt", encoding="utf-8") as handle:
             for number, line in enumerate(handle, start=1):
@@ -170,20 +169,21 @@ def load_humaneval(source: str) -> Iterator[Example]:
 
 
 def load_drop(source: str) -> Iterator[Example]:
-    path = Path(source)
-    if path.suffix == ".json" and path.is_file():
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(data, dict) and all(isinstance(v, dict) and "qa_pairs" in v for v in data.values()):
-            for pid, entry in data.items():
-                for i, qa in enumerate(entry["qa_pairs"]):
-                    origin = f"{path}: {pid} #{i}"
-                    golds = [_drop_answer(a, origin) for a in [qa.get("answer"), *qa.get("validated_answers", [])]
-                             if a]
-                    yield _drop_example(entry["passage"], _field(qa, origin, "question"), golds, origin)
-            return
     for origin, r in _records(source):
+        if isinstance(r, dict) and r and all(isinstance(v, dict) and "qa_pairs" in v for v in r.values()):
+            yield from _drop_official(origin, r)  # drop_dataset_dev.json: passage id -> passage, qa_pairs
+            continue
         spans = _field(r, origin, "answers_spans", dict).get("spans") or []
         yield _drop_example(_field(r, origin, "passage"), _field(r, origin, "question"), [", ".join(spans)], origin)
+
+
+def _drop_official(path: str, data: dict[str, Any]) -> Iterator[Example]:
+    for pid, entry in data.items():
+        passage = _field(entry, f"{path}: {pid}", "passage")
+        for i, qa in enumerate(_field(entry, f"{path}: {pid}", "qa_pairs", list)):
+            origin = f"{path}: {pid} #{i}"
+            golds = [_drop_answer(a, origin) for a in [qa.get("answer"), *qa.get("validated_answers", [])] if a]
+            yield _drop_example(passage, _field(qa, origin, "question"), golds, origin)
 
 
 def _drop_answer(answer: dict[str, Any], origin: str) -> str:
@@ -212,10 +212,21 @@ def load_popqa(source: str) -> Iterator[Example]:
         try:
             answers = json.loads(raw) if isinstance(raw, str) else raw
         except json.JSONDecodeError:
-            answers = ast.literal_eval(raw) if raw.startswith("[") else [raw]
+            answers = _python_list(raw, origin) if raw.startswith("[") else [raw]
         if not answers:
             raise DataError(f"{origin}: field 'possible_answers' is empty")
         yield _example(_field(r, origin, "question"), str(answers[0]), origin, golds=[str(a) for a in answers])
+
+
+def _python_list(text: str, origin: str) -> list[Any]:
+    """PopQA writes its answer lists as Python literals (single quotes), which JSON does not read."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        raise DataError(f"{origin}: field 'possible_answers' is not a list: {text[:80]!r}") from None
+    if not isinstance(value, list):
+        raise DataError(f"{origin}: field 'possible_answers' is not a list: {text[:80]!r}")
+    return value
 
 
 def load_truthfulqa(source: str) -> Iterator[Example]:

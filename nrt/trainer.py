@@ -24,6 +24,7 @@ from transformers import get_scheduler
 from nrt.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
 from nrt.config import ConfigError, TrainConfig, config_to_dict
 from nrt.data import FieldNames, load_examples
+from nrt.host_memory import retain_freed_memory
 from nrt.modeling import Policy, apply_lora, load_policy
 from nrt.prompts import Encoded, encode_example
 from nrt.runlog import NullRunLog, RunLog, read_jsonl
@@ -136,6 +137,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None 
     accelerator = Accelerator(mixed_precision="bf16" if use_bf16(cfg.dtype) else "no",
                               cpu=not torch.cuda.is_available())
     set_seed(cfg.seed)
+    if cfg.retain_freed_memory and accelerator.device.type == "cpu":
+        retain_freed_memory()
     policy, model = build_policy(cfg, checkpoint)
     check_context(policy, cfg)
     encoded, data_stats = encode_dataset(policy, cfg)

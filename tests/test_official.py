@@ -134,6 +134,9 @@ def test_drop_official_json_and_datasets_rows(tmp_path):
     rows = _jsonl(tmp_path / "drop.jsonl", [{"section_id": "s", "query_id": "q", "passage": "P.", "question": "Q?",
                                              "answers_spans": {"spans": ["Tom", "Ann"], "types": ["span", "span"]}}])
     assert load_task(f"drop:{rows}", limit=5).examples[0].answer == "Tom, Ann"
+    path.write_text(json.dumps({"nfl_2": {"qa_pairs": [{"question": "Q?", "answer": {"number": "1"}}]}}))
+    with pytest.raises(DataError, match=r"drop_dataset_dev.json: nfl_2: field 'passage' is missing"):
+        load_task(f"drop:{path}", limit=10)
 
 
 def test_popqa_tsv_and_contains_answer(tmp_path):
@@ -145,6 +148,12 @@ def test_popqa_tsv_and_contains_answer(tmp_path):
     assert ex.meta["golds"] == ["politician", "political leader"]
     assert contains_answer("He was a Politician in Australia.", ex) == 1.0
     assert contains_answer("a soldier", ex) == 0.0 and contains_answer("politicians", ex) == 0.0
+    python_list = "2\ts\tp\to\tWho?\t['Ann', \"O'Neil\"]\n"  # PopQA's own lists are Python literals
+    path.write_text(path.read_text() + python_list)
+    assert load_task(f"popqa:{path}", limit=2).examples[1].meta["golds"] == ["Ann", "O'Neil"]
+    path.write_text(path.read_text() + "3\ts\tp\to\tWhat?\t[politician\n")
+    with pytest.raises(DataError, match=r"popQA.tsv:4: field 'possible_answers' is not a list"):
+        load_task(f"popqa:{path}", limit=5)
 
 
 def test_truthfulqa_mc_task_json_shuffled_and_datasets_rows(tmp_path):

@@ -49,7 +49,8 @@ class TrainConfig:
     retain_freed_memory: bool = _f(
         True,
         "CPU runs on Linux: keep freed memory in the process (glibc mallopt) so that each step does not "
-        "page-fault its activations in anew; 10-30% faster updates on a 2-core VM (see nrt.host_memory).",
+        "page-fault its activations in anew: 16% faster updates, 6% higher peak memory on the default model "
+        "(see nrt.host_memory).",
     )
     lora: bool = _f(False, "Train LoRA adapters (peft) instead of all weights.")
     lora_r: int = _f(16, "LoRA rank.")

@@ -115,6 +115,18 @@ def loss_normalizer(cfg: TrainConfig, num_sequences: int) -> float:
     return float(num_sequences * cfg.max_trace_tokens)
 
 
+def micro_batch_groups(lengths: list[int], k: int, groups_per_micro_batch: int) -> list[list[int]]:
+    """Prompt groups (indices) per micro-batch, the groups sorted by their longest sequence.
+
+    ``lengths`` holds one sequence length per sample, K consecutive samples per group. A micro-batch is
+    padded to its longest sequence, so putting groups of similar length together leaves less padding for
+    the pass to run over; groups are never split (their rewards are normalised together).
+    """
+    longest = [max(lengths[g * k:(g + 1) * k]) for g in range(len(lengths) // k)]
+    order = sorted(range(len(longest)), key=lambda g: longest[g])
+    return [order[i:i + groups_per_micro_batch] for i in range(0, len(order), groups_per_micro_batch)]
+
+
 def _weights(cfg: TrainConfig) -> LossWeights:
     return LossWeights(trace=cfg.trace_weight, answer=cfg.answer_weight, format=cfg.format_weight,
                        clip_low=cfg.clip_low, clip_high=cfg.clip_high)
@@ -151,12 +163,16 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
 
     samples = [Sample(e.prompt_ids, t.ids, t.emitted, e.answer_ids)
                for e, t in zip((e for e in encoded for _ in range(k)), traces, strict=True)]
+    groups = micro_batch_groups([len(s.prompt_ids) + len(s.trace_ids) + len(s.answer_ids) for s in samples], k,
+                                cfg.prompts_per_micro_batch)
     micro = [
-        _MicroBatch(encoded[i:i + cfg.prompts_per_micro_batch], part,
-                    assemble(part, policy.delimiter_id, policy.end_id, policy.pad_id).to(device))
-        for i in range(0, len(encoded), cfg.prompts_per_micro_batch)
-        for part in [samples[i * k:(i + cfg.prompts_per_micro_batch) * k]]
+        _MicroBatch([encoded[g] for g in part], mb_samples,
+                    assemble(mb_samples, policy.delimiter_id, policy.end_id, policy.pad_id).to(device))
+        for part in groups
+        for mb_samples in [[samples[g * k + j] for g in part for j in range(k)]]
     ]
+    # the sample order of the micro-batches, to put per-sample records back in trace order
+    unsort = torch.tensor([g * k + j for part in groups for g in part for j in range(k)]).argsort()
     normalizer = loss_normalizer(cfg, len(samples))
     weights = _weights(cfg)
     reference = cfg.pass_structure == "reference"
@@ -250,8 +266,8 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
         **parts_sum,
     }
     metrics["answer_nll_gain"] = metrics["answer_nll_without_trace"] - metrics["answer_nll_with_trace"]
-    local_reward = torch.cat([r.raw for r in rewards]).tolist()
-    local_adv = torch.cat([r.advantages for r in rewards]).tolist()
+    local_reward = torch.cat([r.raw for r in rewards])[unsort].tolist()
+    local_adv = torch.cat([r.advantages for r in rewards])[unsort].tolist()
     records = [
         {"prompt_index": i // k, "trace_ids_len": len(t.ids), "emitted": t.emitted,
          "trace": policy.tokenizer.decode(t.ids), "reward": local_reward[i], "advantage": local_adv[i]}

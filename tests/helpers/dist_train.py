@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-import nrt.step
+import nrt.rollout
 import nrt.trainer
 from nrt import load_config, train
 from nrt.rollout import Trace
@@ -39,6 +39,6 @@ def recording_step(model, *args, **kwargs):
     return out
 
 
-nrt.step.sample_traces = fake_traces
+nrt.rollout.SAMPLERS["cache"] = fake_traces  # the default sampler
 nrt.trainer.nrt_step = recording_step
 train(load_config("nrt-ws", overrides))

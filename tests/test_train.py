@@ -115,6 +115,13 @@ def test_several_updates_per_rollout_and_bf16(tiny_model_dir, qa_file, tmp_path)
     assert all(m["skipped_updates"] == 0 for m in result.metrics)
 
 
+def test_generate_sampler_trains(tiny_model_dir, qa_file, tmp_path):
+    cfg = load_config("nrt-ws", tiny_overrides(tiny_model_dir, qa_file, tmp_path / "run", sampler="generate"))
+    result = train(cfg)
+    assert len(result.metrics) == 2
+    assert all(0 < m["trace_len_max"] <= cfg.max_trace_tokens and m["skipped_updates"] == 0 for m in result.metrics)
+
+
 def test_bad_data_stops_before_training_unless_skipped(tiny_model_dir, tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?"}\n{"question": "3+3?", "answer": "6"}\n')

@@ -76,10 +76,11 @@ def run_nrt(args, structure: str, retain: bool) -> dict:
     prompt_tokens = sum(len(e.prompt_ids) for e in encoded) * args.k
     trace_tokens = int(m["trace_len_mean"] * len(encoded) * args.k)
     answer_tokens = (args.answer + 2) * len(encoded) * args.k
-    passes = args.k if structure == "reference" else 1  # the fused pass runs each prompt once for its K traces
+    # the fused pass runs each prompt once for its K traces, the reference pass once per trace
+    pass_prompt_tokens = prompt_tokens if structure == "reference" else prompt_tokens // args.k
     return {"step": m["step_seconds"], "sampling": m["sampling_seconds"], "scoring": m["scoring_seconds"],
             "update": m["update_seconds"], "sequence_tokens": prompt_tokens + trace_tokens + answer_tokens,
-            "pass_tokens": prompt_tokens * passes // args.k + trace_tokens + answer_tokens,
+            "pass_tokens": pass_prompt_tokens + trace_tokens + answer_tokens,
             "target_tokens": trace_tokens + answer_tokens, "trace_tokens": trace_tokens}
 
 

@@ -13,7 +13,8 @@ as a check of the loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,17 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch
         ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
         mask[row, width - len(prompt):] = 1
     return ids, mask
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Sample in eval mode (no dropout) and give the model back in the mode it came in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def split_trace(new_tokens: list[int], delimiter_id: int, end_id: int) -> Trace:
@@ -74,9 +86,7 @@ def sample_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_trace
     device = next(model.parameters()).device
     ids, mask = left_pad(prompts, pad_id)
     ids, mask = ids.to(device), mask.to(device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         cache = DynamicCache()
         out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                     past_key_values=cache, use_cache=True, logits_to_keep=1)
@@ -104,8 +114,6 @@ def sample_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_trace
                         past_key_values=cache, use_cache=True)
             logits = out.logits[:, -1]
             position = position + 1
-    finally:
-        model.train(was_training)
     return [split_trace(row, delimiter_id, end_id) for row in generated]
 
 
@@ -121,12 +129,8 @@ def generate_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_tra
     ids, mask = (t.repeat_interleave(num_traces, dim=0).to(device) for t in left_pad(prompts, pad_id))
     config = GenerationConfig(max_new_tokens=max_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
                               top_k=0, eos_token_id=[delimiter_id, end_id], pad_token_id=pad_id)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-    finally:
-        model.train(was_training)
     return [split_trace(row, delimiter_id, end_id) for row in out[:, ids.shape[1]:].tolist()]
 
 

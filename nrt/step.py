@@ -165,14 +165,13 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
                for e, t in zip((e for e in encoded for _ in range(k)), traces, strict=True)]
     groups = micro_batch_groups([len(s.prompt_ids) + len(s.trace_ids) + len(s.answer_ids) for s in samples], k,
                                 cfg.prompts_per_micro_batch)
+    rows = [[g * k + j for g in part for j in range(k)] for part in groups]  # sample indices per micro-batch
     micro = [
-        _MicroBatch([encoded[g] for g in part], mb_samples,
-                    assemble(mb_samples, policy.delimiter_id, policy.end_id, policy.pad_id).to(device))
-        for part in groups
-        for mb_samples in [[samples[g * k + j] for g in part for j in range(k)]]
+        _MicroBatch([encoded[g] for g in part], part_samples,
+                    assemble(part_samples, policy.delimiter_id, policy.end_id, policy.pad_id).to(device))
+        for part, part_samples in zip(groups, ([samples[i] for i in r] for r in rows), strict=True)
     ]
-    # the sample order of the micro-batches, to put per-sample records back in trace order
-    unsort = torch.tensor([g * k + j for part in groups for g in part for j in range(k)]).argsort()
+    unsort = torch.tensor([i for mb_rows in rows for i in mb_rows]).argsort()  # back to trace order for records
     normalizer = loss_normalizer(cfg, len(samples))
     weights = _weights(cfg)
     reference = cfg.pass_structure == "reference"

@@ -235,19 +235,33 @@ def test_top_p_keeps_only_the_nucleus():
     torch.testing.assert_close(counts, torch.tensor([0.1, 0.6, 0.3]), atol=0.04, rtol=0)
 
 
-def test_freed_memory_is_reused_without_page_faults():
-    """After ``retain_freed_memory`` a freed 64 MiB tensor's pages serve the next one: no new page faults."""
-    import resource
+def test_freed_memory_stays_in_the_heap():
+    """After ``retain_freed_memory`` a 64 MiB tensor comes from the heap and its memory stays there when freed.
+
+    Asserted on glibc's own accounting (``mallinfo2``), not on page faults: a kernel with automatic NUMA
+    balancing counts its sampling faults as minor faults, thousands per 64 MiB on some CI machines.
+    """
+    import ctypes
 
     from nrt.host_memory import retain_freed_memory
 
     if not retain_freed_memory():
         pytest.skip("not glibc on Linux")
+    names = ["arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost"]
 
-    def faults() -> int:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in names]
 
-    torch.ones(16 * 2**20).sum()  # 64 MiB, written page by page, then freed
-    before = faults()
-    torch.ones(16 * 2**20).sum()
-    assert faults() - before < 1000  # 16,384 pages of 4 KiB if they were returned to the OS
+    libc = ctypes.CDLL("libc.so.6")
+    if not hasattr(libc, "mallinfo2"):
+        pytest.skip("glibc older than 2.33 has no mallinfo2")
+    libc.mallinfo2.restype = MallInfo2
+    size = 64 * 2**20
+    before = libc.mallinfo2()
+    tensor = torch.ones(size // 4)
+    held = libc.mallinfo2()
+    del tensor
+    freed = libc.mallinfo2()
+    assert held.hblkhd - before.hblkhd < size  # not a separate mmap'd block, which free would unmap
+    assert freed.arena >= held.arena  # the heap was not trimmed
+    assert freed.fordblks - held.fordblks >= size  # the tensor's memory is free inside the heap, ready for reuse

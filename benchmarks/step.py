@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from nrt.config import TrainConfig
+
 VARIANTS = {"a": "nrt fused step", "a0": "a, default allocator", "b": "reference three passes",
             "c": "TRL GRPOTrainer"}
 
@@ -267,7 +269,8 @@ def main() -> None:
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--trace", type=int, default=128)
     p.add_argument("--answer", type=int, default=64)
-    p.add_argument("--micro", type=int, default=2, help="prompts per forward/backward pass (a, b)")
+    p.add_argument("--micro", type=int, default=TrainConfig.prompts_per_micro_batch,
+                   help="prompts per forward/backward pass (a, b); nrt's default")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=2, help="steps per variant run; the last one is reported")
     p.add_argument("--scaling", action="store_true")

@@ -223,7 +223,7 @@ def _python_list(text: str, origin: str) -> list[Any]:
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
-        raise DataError(f"{origin}: field 'possible_answers' is not a list: {text[:80]!r}") from None
+        value = None
     if not isinstance(value, list):
         raise DataError(f"{origin}: field 'possible_answers' is not a list: {text[:80]!r}")
     return value

@@ -88,7 +88,7 @@ def run_nrt(args, structure: str, retain: bool) -> dict:
 
 def _no_stop(sample):
     def sample_to_budget(*a, **kw):
-        kw["delimiter_id"], kw["end_id"] = -1, -1
+        kw["delimiter_id"], kw["end_ids"] = -1, [-1]
         return sample(*a, **kw)
     return sample_to_budget
 

@@ -128,9 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("testbed", help="Every method on a synthetic task where reasoning is needed, in minutes.")
-    p.add_argument("--quick", action="store_true", help="One seed, the control and five methods.")
+    p.add_argument("--quick", action="store_true", help="One seed, the control (with and without the answer term) "
+                   "and five methods.")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--out", default="results/testbed")
+    p.add_argument("--out", default="runs/testbed",
+                   help="Output folder (the committed results are in results/testbed: pass it to replace them).")
     p.set_defaults(func=_testbed)
 
     p = sub.add_parser("presets", help="List the shipped presets (and with --keys every config key).")
@@ -146,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font-cache INFO lines are not the user's news
     from nrt.trainer import TrainingError
 
     try:

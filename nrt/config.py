@@ -87,8 +87,13 @@ class TrainConfig:
     trace: bool = _f(True, "Sample reasoning traces. False gives plain SFT on the answers (no trace).")
     num_traces: int = _f(4, "K: traces sampled per prompt (the group for advantage normalisation).")
     max_trace_tokens: int = _f(64, "Trace budget in tokens; a trace that hits it gets the delimiter appended.")
-    temperature: float = _f(1.0, "Sampling temperature of traces.")
-    top_p: float = _f(1.0, "Nucleus sampling mass of traces.")
+    temperature: float = _f(
+        1.0, "Sampling temperature of traces; the trace term scores them under the same temperature (as verl).")
+    top_p: float = _f(
+        1.0,
+        "Nucleus sampling mass of traces. Only 1 is accepted: traces drawn from a truncated distribution would "
+        "be scored (trace log-probs, importance ratio) under the untruncated one, a biased policy gradient.",
+    )
     sampler: Literal["cache", "generate"] = _f(
         "cache",
         "cache: nrt's KV-cache loop (each prompt prefilled once for its K traces, finished traces leave the "
@@ -129,7 +134,17 @@ class TrainConfig:
         "~1k tokens: on a 2-core CPU 2 prompts per pass ran at the same speed with 2 GB more peak memory. Raise "
         "it where a bigger pass is faster (a GPU).",
     )
-    updates_per_step: int = _f(1, "Optimizer updates per rollout batch (>1 makes updates off-policy).")
+    mini_batches_per_step: int = _f(
+        1,
+        "M: the rollout batch splits into M disjoint mini-batches of prompt groups, one optimizer update each, each "
+        "used once: the reference recipe's '4 updates per rollout batch' is M=4. Updates after the first are "
+        "off-policy (importance ratio against the rollout policy).",
+    )
+    updates_per_step: int = _f(
+        1,
+        "Epochs over the rollout batch: every mini-batch is used this many times (U x M updates per step). Not the "
+        "recipe's '4 updates per rollout batch' (that is mini_batches_per_step=4). >1 makes updates off-policy.",
+    )
     lr: float = _f(5e-6, "AdamW peak learning rate.")
     betas: list[float] = _f([0.9, 0.95], "AdamW betas.")
     weight_decay: float = _f(0.01, "AdamW weight decay.")
@@ -161,8 +176,8 @@ class TrainConfig:
             raise ConfigError(
                 f"aggregation: unknown value {self.aggregation!r}; choose from {sorted(AGGREGATIONS)}")
         positive = ["num_traces", "max_trace_tokens", "steps", "prompts_per_step", "prompts_per_micro_batch",
-                    "updates_per_step", "max_nonfinite_steps", "max_prompt_tokens", "max_answer_tokens",
-                    "data_size", "lora_r", "eval_limit"]
+                    "updates_per_step", "mini_batches_per_step", "max_nonfinite_steps", "max_prompt_tokens",
+                    "max_answer_tokens", "data_size", "lora_r", "eval_limit"]
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
@@ -179,15 +194,19 @@ class TrainConfig:
             raise ConfigError("num_traces: group normalisation needs at least 2 traces per prompt (got 1)")
         if not self.trace and self.num_traces != 1:
             raise ConfigError("num_traces: must be 1 when trace=false (no trace is sampled)")
-        if self.prompts_per_step % self.prompts_per_micro_batch:
+        if self.prompts_per_step % (self.mini_batches_per_step * self.prompts_per_micro_batch):
             raise ConfigError(
-                f"prompts_per_micro_batch: {self.prompts_per_micro_batch} must divide prompts_per_step "
+                f"prompts_per_micro_batch: mini_batches_per_step x prompts_per_micro_batch "
+                f"({self.mini_batches_per_step} x {self.prompts_per_micro_batch}) must divide prompts_per_step "
                 f"({self.prompts_per_step})"
             )
         if not self.temperature > 0.0:
             raise ConfigError(f"temperature: must be > 0, got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ConfigError(f"top_p: must be in (0, 1], got {self.top_p}")
+        if self.top_p != 1.0:
+            raise ConfigError(
+                f"top_p: got {self.top_p}; training samples from the full distribution only. A nucleus-truncated "
+                "trace scored under the untruncated policy gives a biased policy gradient and importance ratio; "
+                "lower the temperature instead (the trace term scores traces under it).")
         if not 0.0 < self.clip_low <= 1.0 <= self.clip_high:
             raise ConfigError(
                 f"clip_low/clip_high: need 0 < clip_low <= 1 <= clip_high, got {self.clip_low}, {self.clip_high}")

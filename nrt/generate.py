@@ -31,7 +31,7 @@ def think_then_answer(policy: Policy, chats: list[list[dict[str, str]]], *, thin
     """Generate a trace and then an answer for each chat context (batched)."""
     prompts = [encode_prompt(policy.tokenizer, messages) for messages in chats]
     common = dict(num_traces=1, temperature=temperature, top_p=top_p, delimiter_id=policy.delimiter_id,
-                  end_id=policy.end_id, pad_id=policy.pad_id, do_sample=not greedy)
+                  end_ids=policy.end_ids, pad_id=policy.pad_id, do_sample=not greedy)
     traces = (sample_traces(policy.model, prompts, max_tokens=max_trace_tokens, **common) if think
               else [Trace([], False) for _ in prompts])
     answers = sample_traces(policy.model, [p + t.ids + [policy.delimiter_id] for p, t in zip(prompts, traces,

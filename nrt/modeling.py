@@ -68,13 +68,32 @@ def resolve_model_path(name: str) -> str:
 
 @dataclass
 class Policy:
-    """A causal LM ready for NRT: tokenizer with the delimiter and a chat template, and their ids."""
+    """A causal LM ready for NRT: tokenizer with the delimiter and a chat template, and their ids.
+
+    ``end_id`` closes the answer in training sequences (the tokenizer's EOS, which chat models set to their
+    end-of-turn token); ``end_ids`` are every id that ends a turn (it first), where sampling stops.
+    """
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     delimiter_id: int
     end_id: int
     pad_id: int
+    end_ids: tuple[int, ...]
+
+
+def end_of_turn_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
+    """Every id that ends a turn: the tokenizer's EOS first, then the generation config's (an int or a list).
+
+    Llama-3 ends turns with ``<|eot_id|>`` and text with ``<|end_of_text|>``, Qwen with ``<|im_end|>`` and
+    ``<|endoftext|>``: stopping on the tokenizer's EOS alone lets a trace run on past the end of its turn.
+    """
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    configured = [] if configured is None else [configured] if isinstance(configured, int) else list(configured)
+    ids = [i for i in (tokenizer.eos_token_id, *configured) if i is not None]
+    if not ids:
+        raise ModelError("the tokenizer has no EOS token and the generation config names no end-of-turn token")
+    return tuple(dict.fromkeys(ids))
 
 
 def add_delimiter(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, delimiter: str) -> int:
@@ -115,19 +134,30 @@ def load_policy(name: str, *, delimiter: str = "<|response_start|>", trust_remot
         log.info("model %s has no chat template; using a plain role-tagged template", name)
         tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
     delimiter_id = add_delimiter(model, tokenizer, delimiter)
-    end_id = tokenizer.eos_token_id
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_id
-    return Policy(model, tokenizer, delimiter_id, end_id, pad_id)
+    end_ids = end_of_turn_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_ids[0]
+    return Policy(model, tokenizer, delimiter_id, end_ids[0], pad_id, end_ids)
 
 
-def apply_lora(model: PreTrainedModel, r: int, alpha: int, dropout: float, targets: list[str]) -> PreTrainedModel:
-    """Wrap ``model`` with LoRA adapters (peft); only the adapters train."""
+def apply_lora(model: PreTrainedModel, r: int, alpha: int, dropout: float, targets: list[str],
+               trainable_tokens: list[int]) -> PreTrainedModel:
+    """Wrap ``model`` with LoRA adapters (peft); the adapters and the rows of ``trainable_tokens`` train.
+
+    The delimiter's embedding (and untied output) rows start as copies of EOS's: frozen, the two tokens would
+    stay indistinguishable for the whole run (equal probability everywhere, greedy decoding picking EOS).
+    peft's trainable tokens train those rows alone; the adapter file and the merged model keep them.
+    """
     from peft import LoraConfig, get_peft_model
 
     present = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     missing = [t for t in targets if t not in present]
     if missing == targets:
         raise ModelError(f"lora_target_modules: none of {targets} is a module of this model")
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+    names = {module: name.rsplit(".", 1)[-1] for name, module in model.named_modules()}
+    embeddings = {names[model.get_input_embeddings()]: trainable_tokens}
+    output = model.get_output_embeddings()
+    if output is not None and output.weight is not model.get_input_embeddings().weight:
+        embeddings[names[output]] = trainable_tokens
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, trainable_token_indices=embeddings,
                         target_modules=[t for t in targets if t in present], task_type="CAUSAL_LM")
     return get_peft_model(model, config)

@@ -2,12 +2,13 @@
 
 Per sample k of a group of K traces for one prompt::
 
-    L_k = trace_weight  * sum_{t in z_k (+ rs if emitted)} -A_k * sg(clip(rho_t, lo, hi)) * log pi(t)
+    L_k = trace_weight  * sum_{t in z_k + rs} -A_k * sg(clip(rho_t, lo, hi)) * log pi(t)
         + format_weight * 1[rs not emitted] * (-log pi(rs))
         + answer_weight * sum_i -w_i * log pi(y*_i | x, z_k, rs, y*_<i)      (and the end-of-turn token, w=1)
 
 summed over samples and divided by one constant (``normalizer``), not by each sequence's length. Trace
 tokens are dropped when A > 0 and rho > hi, or A < 0 and rho < lo (the reference recipe's ratio mask).
+At the delimiter's index the trace term reads the token that ended the trace (``nrt.sequences.assemble``).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class LossWeights:
 
 def trace_term(logp: Tensor, old_logp: Tensor, mask: Tensor, advantages: Tensor,
                clip_low: float, clip_high: float) -> tuple[Tensor, Tensor]:
-    """Summed clipped policy-gradient term over trace tokens and the fraction of tokens clipped away.
+    """Summed clipped policy-gradient term over trace tokens and the number of tokens clipped away.
 
     ``logp``/``old_logp``/``mask`` are [N, T]; ``advantages`` [N]. The ratio enters as a stopped-gradient
     weight, so the gradient is ``-A * clip(rho) * grad log pi`` on the tokens kept.
@@ -64,8 +65,7 @@ def trace_term(logp: Tensor, old_logp: Tensor, mask: Tensor, advantages: Tensor,
     dropped = ((adv > 0) & (ratio > clip_high)) | ((adv < 0) & (ratio < clip_low))
     keep = mask.bool() & ~dropped
     per_token = -adv * ratio.clamp(clip_low, clip_high) * logp
-    n_tokens = mask.sum().clamp(min=1)
-    return (per_token * keep).sum(), (mask.bool() & dropped).sum() / n_tokens
+    return (per_token * keep).sum(), (mask.bool() & dropped).sum()
 
 
 def nrt_loss(
@@ -82,7 +82,8 @@ def nrt_loss(
     weights: LossWeights,
     normalizer: float,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Total loss of a (micro-)batch and its parts (already divided by ``normalizer``).
+    """Total loss of a (micro-)batch and its parts: the terms (already divided by ``normalizer``) and the
+    counts ``clipped_tokens`` / ``trace_tokens``, which add up over micro-batches into the step's fraction.
 
     ``answer_weights`` [N, A] is 1 on answer tokens for the fixed token reward or c*df/dc for the derived
     one, 0 on padding; ``end_logp`` [N] is the end-of-turn token after the answer, trained with weight 1.
@@ -95,6 +96,7 @@ def nrt_loss(
         "loss_trace": weights.trace * float(pg.detach()) / normalizer,
         "loss_format": weights.format * float(fmt.detach()) / normalizer,
         "loss_answer": weights.answer * float(ans.detach()) / normalizer,
-        "clip_fraction": float(clipped),
+        "clipped_tokens": float(clipped),
+        "trace_tokens": float(trace_mask.sum()),
     }
     return loss, parts

@@ -26,10 +26,24 @@ def chat_messages(example: Example, system_prompt: str | None) -> list[dict[str,
     return list(example.messages)
 
 
+def expects_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """The tokenizer puts BOS before a text it encodes (Llama, Mistral, Gemma): its model was trained with it."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("x").input_ids[:1] == [bos]
+
+
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> list[int]:
-    """Prompt ids from the chat template (special tokens come from the template text itself)."""
+    """Prompt ids from the chat template, with BOS exactly once where the tokenizer expects it.
+
+    Special tokens come from the template text (encoded without the tokenizer's own), so a template that
+    writes BOS (Llama-3's) gets it once; a model that expects BOS under a template that does not write it
+    (a base model under the plain template) gets it prepended.
+    """
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return tokenizer(text, add_special_tokens=False).input_ids
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    if expects_bos(tokenizer) and ids[:1] != [tokenizer.bos_token_id]:
+        ids = [tokenizer.bos_token_id, *ids]
+    return ids
 
 
 def encode_example(tokenizer: PreTrainedTokenizerBase, example: Example, *, system_prompt: str | None,

@@ -1,10 +1,13 @@
 """Sampling K reasoning traces per prompt with the KV cache.
 
-A trace stops at the delimiter or at the end-of-turn token, or when it reaches the budget. Only the
-ids are kept: the trace is the sampled tokens before the stop token, and ``emitted`` says whether the
-stop token was the delimiter (otherwise the delimiter is appended and the format term teaches it).
-Sampling is from the full distribution (no top-k) so that the trace log-probs of the policy gradient
-are those of the sampling policy, up to temperature and top-p.
+A trace stops at the delimiter or at any of the model's end-of-turn tokens (``end_ids``: Llama-3 and Qwen
+end turns with several), or when it reaches the budget. Only the ids are kept: the trace is the sampled
+tokens before the stop token, ``emitted`` says whether the stop token was the delimiter (otherwise the
+delimiter is appended and the format term teaches it) and ``ended_with`` which end-of-turn token it was,
+if one was drawn (the trace term reads it: stopping early is an action of the policy). Samplers draw from
+softmax(logits / temperature), nucleus-truncated when top_p < 1, and nothing else: no top-k, no
+repetition penalty, whatever the model's ``generation_config.json`` says, so that the trace log-probs of
+the policy gradient are those of the sampling policy.
 
 Two samplers with one signature (``SAMPLERS``, config ``sampler``): ``cache``, nrt's KV-cache loop, and
 ``generate``, transformers' ``model.generate``: the plain way, kept as the baseline of the benchmark and
@@ -13,17 +16,22 @@ as a check of the loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
+from nrt.sequences import cache_arg
+
 
 @dataclass(frozen=True)
 class Trace:
+    """Sampled trace ids (without the stop token); the delimiter closed it, or ``ended_with`` (an end id) did."""
+
     ids: list[int]
     emitted: bool
+    ended_with: int | None = None
 
 
 def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,13 +56,13 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def split_trace(new_tokens: list[int], delimiter_id: int, end_id: int) -> Trace:
+def split_trace(new_tokens: list[int], delimiter_id: int, end_ids: Sequence[int]) -> Trace:
     """Cut generated ids at the first delimiter or end token; the stop token itself is not in ``ids``."""
     for i, token in enumerate(new_tokens):
         if token == delimiter_id:
             return Trace(new_tokens[:i], True)
-        if token == end_id:
-            return Trace(new_tokens[:i], False)
+        if token in end_ids:
+            return Trace(new_tokens[:i], False, token)
     return Trace(list(new_tokens), False)
 
 
@@ -73,7 +81,7 @@ def _next_tokens(logits: torch.Tensor, temperature: float, top_p: float, do_samp
 
 @torch.no_grad()
 def sample_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_traces: int, max_tokens: int,
-                  temperature: float, top_p: float, delimiter_id: int, end_id: int, pad_id: int,
+                  temperature: float, top_p: float, delimiter_id: int, end_ids: Sequence[int], pad_id: int,
                   do_sample: bool = True) -> list[Trace]:
     """``num_traces`` traces for each prompt, grouped: result[i * K + k] is trace k of prompt i.
 
@@ -89,7 +97,7 @@ def sample_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_trace
     with eval_mode(model):
         cache = DynamicCache()
         out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                    past_key_values=cache, use_cache=True, logits_to_keep=1)
+                    **cache_arg(cache), use_cache=True, logits_to_keep=1)
         k = num_traces
         cache.batch_repeat_interleave(k)
         logits = out.logits[:, -1].repeat_interleave(k, dim=0)
@@ -97,7 +105,7 @@ def sample_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_trace
         position = mask.sum(-1, keepdim=True)  # next position of each row
         active = torch.arange(len(prompts) * k, device=device)  # rows of the full batch still sampling
         generated: list[list[int]] = [[] for _ in range(len(prompts) * k)]
-        stops = torch.tensor([delimiter_id, end_id], device=device)
+        stops = torch.tensor([delimiter_id, *end_ids], device=device)
         for step in range(max_tokens):
             token = _next_tokens(logits, temperature, top_p, do_sample)
             for row, value in zip(active.tolist(), token.tolist(), strict=True):
@@ -111,15 +119,15 @@ def sample_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_trace
                 active, token, mask, position = active[index], token[index], mask[index], position[index]
             mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=-1)
             out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position,
-                        past_key_values=cache, use_cache=True)
+                        **cache_arg(cache), use_cache=True)
             logits = out.logits[:, -1]
             position = position + 1
-    return [split_trace(row, delimiter_id, end_id) for row in generated]
+    return [split_trace(row, delimiter_id, end_ids) for row in generated]
 
 
 @torch.no_grad()
 def generate_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_traces: int, max_tokens: int,
-                    temperature: float, top_p: float, delimiter_id: int, end_id: int, pad_id: int,
+                    temperature: float, top_p: float, delimiter_id: int, end_ids: Sequence[int], pad_id: int,
                     do_sample: bool = True) -> list[Trace]:
     """``sample_traces`` through ``model.generate``: every one of the K copies of a prompt is prefilled, and
     finished rows stay in the batch (padding) until the last row stops."""
@@ -128,10 +136,17 @@ def generate_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_tra
     device = next(model.parameters()).device
     ids, mask = (t.repeat_interleave(num_traces, dim=0).to(device) for t in left_pad(prompts, pad_id))
     config = GenerationConfig(max_new_tokens=max_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
-                              top_k=0, eos_token_id=[delimiter_id, end_id], pad_token_id=pad_id)
-    with eval_mode(model):
-        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-    return [split_trace(row, delimiter_id, end_id) for row in out[:, ids.shape[1]:].tolist()]
+                              top_k=0, eos_token_id=[delimiter_id, *end_ids], pad_token_id=pad_id)
+    # generate() fills every field our config leaves unset from model.generation_config (a checkpoint's
+    # repetition_penalty, top_k, min_length...): a neutral one in its place while sampling keeps to the policy.
+    base = getattr(model, "get_base_model", lambda: model)()  # the transformers model inside a peft wrapper
+    saved, base.generation_config = base.generation_config, GenerationConfig()
+    try:
+        with eval_mode(model):
+            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+    finally:
+        base.generation_config = saved
+    return [split_trace(row, delimiter_id, end_ids) for row in out[:, ids.shape[1]:].tolist()]
 
 
 Sampler = Callable[..., list[Trace]]

@@ -16,17 +16,30 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import torch
+import transformers
+from packaging.version import Version
 from torch import Tensor
+
+# The forward's KV-cache argument: `cache` from transformers 5.24, where `past_key_values` warns at every call
+# (and is gone in 5.40); `past_key_values` before.
+_CACHE_ARG = "cache" if Version(transformers.__version__) >= Version("5.24") else "past_key_values"
+
+
+def cache_arg(cache: object) -> dict[str, object]:
+    """``{name: cache}`` for the installed transformers' forward (see ``_CACHE_ARG``)."""
+    return {_CACHE_ARG: cache}
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One sequence to assemble. ``emitted``: the model wrote the delimiter itself (else it is appended)."""
+    """One sequence to assemble. ``emitted``: the model wrote the delimiter itself (else it is appended);
+    ``ended_with``: the end-of-turn token the model drew to end its trace, if it did."""
 
     prompt_ids: list[int]
     trace_ids: list[int]
     emitted: bool
     answer_ids: list[int]
+    ended_with: int | None = None
 
 
 @dataclass
@@ -36,8 +49,8 @@ class SequenceBatch:
     input_ids: Tensor  # [N, L]
     attention_mask: Tensor  # [N, L]
     position_ids: Tensor  # [N, L]
-    target_ids: Tensor  # [N, S], S = L - P
-    trace_mask: Tensor  # [N, S] sampled trace tokens, plus the delimiter when the model emitted it
+    target_ids: Tensor  # [N, S], S = L - P; at the delimiter's index the token that ended the trace
+    trace_mask: Tensor  # [N, S] the trace tokens and the delimiter's index: the trace term's tokens
     delim_index: Tensor  # [N]
     delim_forced: Tensor  # [N] bool: the delimiter was appended, not sampled
     answer_index: Tensor  # [N, A]
@@ -54,7 +67,13 @@ class SequenceBatch:
 
 
 def assemble(samples: list[Sample], delimiter_id: int, end_id: int, pad_id: int) -> SequenceBatch:
-    """Build the padded batch and its masks from token ids."""
+    """Build the padded batch and its masks from token ids.
+
+    The trace term covers the trace and the delimiter's index always (NRT.md: z and rs). Its target there is
+    the token the policy drew to end the trace: the delimiter, or the end-of-turn token when the trace ended
+    with one (the sequence itself goes on with the delimiter), so that ending early is an action the policy
+    gradient sees; the appended delimiter of a trace that ran out of budget.
+    """
     prompt_len = max(len(s.prompt_ids) for s in samples)
     bodies = [[*s.trace_ids, delimiter_id, *s.answer_ids, end_id] for s in samples]
     body_len = max(len(b) for b in bodies)
@@ -71,16 +90,17 @@ def assemble(samples: list[Sample], delimiter_id: int, end_id: int, pad_id: int)
         input_ids[row, prompt_len:prompt_len + len(body)] = torch.tensor(body, dtype=torch.long)
         attention_mask[row, left:prompt_len + len(body)] = 1
         t = len(sample.trace_ids)
-        trace_mask[row, :t + int(sample.emitted)] = True
+        trace_mask[row, :t + 1] = True
         a = len(sample.answer_ids)
         answer_index[row, :a] = torch.arange(t + 1, t + 1 + a)
         answer_mask[row, :a] = True
     trace_len = torch.tensor([len(s.trace_ids) for s in samples], dtype=torch.long)
+    stop_ids = torch.tensor([delimiter_id if s.ended_with is None else s.ended_with for s in samples])
     return SequenceBatch(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0),
-        target_ids=input_ids[:, prompt_len:],
+        target_ids=input_ids[:, prompt_len:].scatter(1, trace_len[:, None], stop_ids[:, None]),
         trace_mask=trace_mask,
         delim_index=trace_len.clone(),
         delim_forced=torch.tensor([not s.emitted for s in samples], dtype=torch.bool),
@@ -95,9 +115,9 @@ def assemble(samples: list[Sample], delimiter_id: int, end_id: int, pad_id: int)
 class Scored:
     """Per-target log-probs of a batch, and what the objective and the metrics read from them."""
 
-    logp: Tensor  # [N, S]
+    logp: Tensor  # [N, S] log-prob of each target; on the trace term's tokens under the sampling temperature
     answer_logp: Tensor  # [N, A] (0 on padding)
-    delim_logp: Tensor  # [N]
+    delim_logp: Tensor  # [N] log-prob of the delimiter at its index (temperature 1), for the format term
     end_logp: Tensor  # [N]
     trace_entropy: Tensor  # [N] mean per-token entropy of the trace tokens (detached; 0 for empty traces)
 
@@ -126,17 +146,22 @@ def target_logits(model: torch.nn.Module, batch: SequenceBatch, group_size: int 
         raise ValueError(f"rows of a group of {group_size} do not share their prompt")
     cache = DynamicCache()
     model(input_ids=prompts, attention_mask=batch.attention_mask[::group_size, :head],
-          position_ids=batch.position_ids[::group_size, :head], past_key_values=cache, use_cache=True,
+          position_ids=batch.position_ids[::group_size, :head], **cache_arg(cache), use_cache=True,
           logits_to_keep=1)
     cache.batch_repeat_interleave(group_size)
     out = model(input_ids=batch.input_ids[:, head:-1], attention_mask=batch.attention_mask[:, :-1],
-                position_ids=batch.position_ids[:, head:-1], past_key_values=cache, use_cache=True,
+                position_ids=batch.position_ids[:, head:-1], **cache_arg(cache), use_cache=True,
                 logits_to_keep=batch.num_targets)
     return out.logits
 
 
-def score(model: torch.nn.Module, batch: SequenceBatch, *, entropy: bool = True, group_size: int = 1) -> Scored:
+def score(model: torch.nn.Module, batch: SequenceBatch, *, entropy: bool = True, group_size: int = 1,
+          temperature: float = 1.0) -> Scored:
     """Log-probs of every target token (with grad if enabled by the caller); see ``target_logits``.
+
+    The trace term's tokens are scored under softmax(logits / ``temperature``), the distribution they were
+    sampled from, so that the policy gradient and its importance ratio are those of the sampling policy (as
+    verl does); answer tokens and the format term's delimiter under the model itself (temperature 1).
 
     Logits are computed only for the S target positions. Log-probs and entropies are then taken one
     sequence at a time (``log p = logit - logsumexp``): the temporaries of a log-softmax, a softmax and a
@@ -144,21 +169,28 @@ def score(model: torch.nn.Module, batch: SequenceBatch, *, entropy: bool = True,
     peak memory of the step by about a logits tensor or more at no cost in time.
     """
     logits = target_logits(model, batch, group_size)
-    rows, ent = [], torch.zeros(logits.shape[0], device=logits.device)
+    n, prompt_len = logits.shape[0], batch.input_ids.shape[1] - batch.num_targets
+    delimiter_ids = batch.input_ids.gather(1, prompt_len + batch.delim_index[:, None])
+    in_trace = torch.arange(batch.num_targets, device=logits.device) < batch.trace_len[:, None]  # entropy's tokens
+    rows, delim, ent = [], [], torch.zeros(n, device=logits.device)
     for i, row in enumerate(logits.unbind(0)):  # unbind: one gradient buffer in backward, not one per row
         row = row.float()
+        at_delim = row.index_select(0, batch.delim_index[i:i + 1])  # [1, vocab], temperature 1
+        delim.append(at_delim.gather(1, delimiter_ids[i:i + 1]) - at_delim.logsumexp(-1, keepdim=True))
+        if temperature != 1.0:
+            row = row / torch.where(batch.trace_mask[i], temperature, 1.0)[:, None]
         lse = row.logsumexp(-1)
         rows.append(row.gather(-1, batch.target_ids[i, :, None]).squeeze(-1) - lse)
-        if entropy and batch.trace_mask[i].any():
+        if entropy and in_trace[i].any():
             with torch.no_grad():
-                sel = row[batch.trace_mask[i]]
-                ent[i] = (lse[batch.trace_mask[i]] - (sel.softmax(-1) * sel).sum(-1)).mean()
+                sel = row[in_trace[i]]
+                ent[i] = (lse[in_trace[i]] - (sel.softmax(-1) * sel).sum(-1)).mean()
     logp = torch.stack(rows)
     answer_logp = logp.gather(1, batch.answer_index) * batch.answer_mask
     return Scored(
         logp=logp,
         answer_logp=answer_logp,
-        delim_logp=logp.gather(1, batch.delim_index[:, None]).squeeze(1),
+        delim_logp=torch.cat(delim).squeeze(1),
         end_logp=logp.gather(1, batch.end_index[:, None]).squeeze(1),
         trace_entropy=ent,
     )

@@ -5,9 +5,12 @@ gradients over ``prompt + trace + delimiter + answer`` (each prompt run once for
 answer log-probs c (detached for the reward), the trace log-probs (policy-gradient term) and the answer
 term; the empty-trace log-probs b are computed once per prompt without gradients. The reward
 R = f(c) (``nrt.rewards``) is optionally debiased by R(empty), normalised within each group of K, and the
-loss of ``nrt.objective`` is minimised with AdamW. With ``updates_per_step > 1`` the first pass's
-log-probs are the old log-probs of the ratio. With ``trace: false`` no trace is sampled and the step is
-plain SFT on the answer (K = 1).
+loss of ``nrt.objective`` is minimised with AdamW. The rollout batch splits into ``mini_batches_per_step``
+disjoint mini-batches, one update each (the reference recipe's "4 updates per rollout batch"), and the
+whole is gone over ``updates_per_step`` times (epochs); every update after the first is off-policy, and its
+importance ratio reads the rollout policy's log-probs: the first pass's with gradients where no update came
+before it, else a no-grad pass before the first update. With ``trace: false`` no trace is sampled and the
+step is plain SFT on the answer (K = 1).
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from nrt.modeling import Policy
 from nrt.objective import LossWeights, empty_trace_debias, group_advantages, nrt_loss
 from nrt.prompts import Encoded
 from nrt.rewards import aggregate
-from nrt.rollout import SAMPLERS, Trace
-from nrt.sequences import Sample, SequenceBatch, assemble, score
+from nrt.rollout import SAMPLERS, Trace, eval_mode
+from nrt.sequences import Sample, Scored, SequenceBatch, assemble, score
 
 
 @dataclass
@@ -57,8 +60,10 @@ class _MicroBatch:
     prompts: list[Encoded]
     samples: list[Sample]
     batch: SequenceBatch
+    rows: list[int]  # the samples' indices in trace order
     rewards: Rewards | None = None
     old_logp: Tensor | None = None
+    entropy: Tensor | None = None
 
 
 RewardFn = Callable[[list[Sample]], Tensor]
@@ -69,6 +74,7 @@ def rewards_and_advantages(c: Tensor, b: Tensor, mask: Tensor, cfg: TrainConfig,
     """Trace rewards R = f(c), optional empty-trace debiasing, group-normalised advantages, answer weights.
 
     ``external`` replaces f(c) as the trace reward (a verifier's score, e.g. the testbed's positive control).
+    It does not combine with the empty-trace baseline (``train`` refuses the pair at start).
     """
     raw, token_reward = aggregate(cfg.aggregation, c, mask, b)
     if external is not None:
@@ -84,7 +90,7 @@ def rewards_and_advantages(c: Tensor, b: Tensor, mask: Tensor, cfg: TrainConfig,
 @torch.no_grad()
 def empty_trace_logp(model: torch.nn.Module, policy: Policy, prompts: list[Encoded], k: int,
                      per_sample: bool) -> Tensor:
-    """b: answer log-probs after an empty trace, [len(prompts) * k, A], without gradients.
+    """b: answer log-probs after an empty trace, [len(prompts) * k, A], without gradients, in eval mode.
 
     One pass per prompt, repeated for its K traces; ``per_sample`` scores every copy instead (the reference
     recipe's structure, kept for benchmarking and checking).
@@ -92,7 +98,8 @@ def empty_trace_logp(model: torch.nn.Module, policy: Policy, prompts: list[Encod
     repeat = k if per_sample else 1
     samples = [Sample(e.prompt_ids, [], False, e.answer_ids) for e in prompts for _ in range(repeat)]
     batch = assemble(samples, policy.delimiter_id, policy.end_id, policy.pad_id).to(next(model.parameters()).device)
-    b = score(model, batch, entropy=False).answer_logp
+    with eval_mode(model):  # no dropout: the reward must not depend on a dropout mask
+        b = score(model, batch, entropy=False).answer_logp
     return b if per_sample else b.repeat_interleave(k, dim=0)
 
 
@@ -115,16 +122,23 @@ def loss_normalizer(cfg: TrainConfig, num_sequences: int) -> float:
     return float(num_sequences * cfg.max_trace_tokens)
 
 
-def micro_batch_groups(lengths: list[int], k: int, groups_per_micro_batch: int) -> list[list[int]]:
-    """Prompt groups (indices) per micro-batch, the groups sorted by their longest sequence.
+def micro_batch_groups(lengths: list[int], k: int, groups_per_micro_batch: int,
+                       mini_batches: int = 1) -> list[list[list[int]]]:
+    """Prompt groups (indices) per micro-batch of each mini-batch, the groups of a mini-batch sorted by their
+    longest sequence.
 
-    ``lengths`` holds one sequence length per sample, K consecutive samples per group. A micro-batch is
-    padded to its longest sequence, so putting groups of similar length together leaves less padding for
-    the pass to run over; groups are never split (their rewards are normalised together).
+    ``lengths`` holds one sequence length per sample, K consecutive samples per group. The groups split into
+    ``mini_batches`` disjoint consecutive blocks (one optimizer update each). A micro-batch is padded to its
+    longest sequence, so putting groups of similar length together leaves less padding for the pass to run
+    over; groups are never split (their rewards are normalised together).
     """
     longest = [max(lengths[g * k:(g + 1) * k]) for g in range(len(lengths) // k)]
-    order = sorted(range(len(longest)), key=lambda g: longest[g])
-    return [order[i:i + groups_per_micro_batch] for i in range(0, len(order), groups_per_micro_batch)]
+    per_mini = len(longest) // mini_batches
+    out = []
+    for first in range(0, len(longest), per_mini):
+        order = sorted(range(first, first + per_mini), key=lambda g: longest[g])
+        out.append([order[i:i + groups_per_micro_batch] for i in range(0, len(order), groups_per_micro_batch)])
+    return out
 
 
 def _weights(cfg: TrainConfig) -> LossWeights:
@@ -156,79 +170,95 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
             sample = SAMPLERS[cfg.sampler]
             traces = sample(unwrapped, [e.prompt_ids for e in encoded], num_traces=k, max_tokens=cfg.max_trace_tokens,
                             temperature=cfg.temperature, top_p=cfg.top_p, delimiter_id=policy.delimiter_id,
-                            end_id=policy.end_id, pad_id=policy.pad_id)
+                            end_ids=policy.end_ids, pad_id=policy.pad_id)
         else:
             traces = [Trace([], False) for _ in encoded]
     t_sample = time.perf_counter()
 
-    samples = [Sample(e.prompt_ids, t.ids, t.emitted, e.answer_ids)
+    samples = [Sample(e.prompt_ids, t.ids, t.emitted, e.answer_ids, t.ended_with)
                for e, t in zip((e for e in encoded for _ in range(k)), traces, strict=True)]
-    groups = micro_batch_groups([len(s.prompt_ids) + len(s.trace_ids) + len(s.answer_ids) for s in samples], k,
-                                cfg.prompts_per_micro_batch)
-    rows = [[g * k + j for g in part for j in range(k)] for part in groups]  # sample indices per micro-batch
-    micro = [
-        _MicroBatch([encoded[g] for g in part], part_samples,
-                    assemble(part_samples, policy.delimiter_id, policy.end_id, policy.pad_id).to(device))
-        for part, part_samples in zip(groups, ([samples[i] for i in r] for r in rows), strict=True)
+    minis = [
+        [_MicroBatch([encoded[g] for g in part], [samples[i] for i in rows],
+                     assemble([samples[i] for i in rows], policy.delimiter_id, policy.end_id, policy.pad_id).to(device),
+                     rows)
+         for part in mini for rows in [[g * k + j for g in part for j in range(k)]]]
+        for mini in micro_batch_groups([len(s.prompt_ids) + len(s.trace_ids) + len(s.answer_ids) for s in samples], k,
+                                       cfg.prompts_per_micro_batch, cfg.mini_batches_per_step)
     ]
-    unsort = torch.tensor([i for mb_rows in rows for i in mb_rows]).argsort()  # back to trace order for records
-    normalizer = loss_normalizer(cfg, len(samples))
+    micro = [mb for mini in minis for mb in mini]
     weights = _weights(cfg)
-    reference = cfg.pass_structure == "reference"
     group_size = prompt_group_size(cfg, accelerator)
-    rewards: list[Rewards] = []
-    entropy: list[Tensor] = []
-    parts_sum: dict[str, float] = {}
-    loss_total, grad_norm, skipped, scoring_seconds = 0.0, 0.0, 0, 0.0
+    score_kw = {"group_size": group_size, "temperature": cfg.temperature}
+    t_score = time.perf_counter()
 
-    for update in range(cfg.updates_per_step):
-        update_loss = 0.0
-        for j, mb in enumerate(micro):
-            sync = accelerator.no_sync(model) if j < len(micro) - 1 else nullcontext()
-            with sync, accelerator.autocast():
-                first = update == 0
-                t_score = time.perf_counter()
-                if first and reference:  # reference recipe: a no-grad scoring pass, then b for every sample
-                    with torch.no_grad():
-                        c = score(model, mb.batch, entropy=False).answer_logp
-                    b = empty_trace_logp(model, policy, mb.prompts, k, per_sample=True) if cfg.trace else c
-                scoring_seconds += time.perf_counter() - t_score
-                # --- score: the pass with gradients; in the fused structure it also gives c for the reward ---
-                scored = score(model, mb.batch, group_size=group_size)
-                if first:
-                    t_score = time.perf_counter()
-                    if not reference:
-                        c = scored.answer_logp.detach()
-                        b = empty_trace_logp(model, policy, mb.prompts, k, per_sample=False) if cfg.trace else c
-                    scoring_seconds += time.perf_counter() - t_score
-                    # --- rewards and advantages, fixed for every update of this rollout batch ---
-                    external = reward_fn(mb.samples) if reward_fn is not None else None
-                    mb.rewards = rewards_and_advantages(c, b, mb.batch.answer_mask, cfg, k, external)
-                    mb.old_logp = scored.logp.detach()
-                    rewards.append(mb.rewards)
-                    entropy.append(scored.trace_entropy)
-                # --- objective ---
-                loss, parts = nrt_loss(
-                    trace_logp=scored.logp, old_trace_logp=mb.old_logp, trace_mask=mb.batch.trace_mask,
-                    advantages=mb.rewards.advantages, delim_logp=scored.delim_logp,
-                    delim_forced=mb.batch.delim_forced, answer_logp=scored.answer_logp,
-                    answer_weights=mb.rewards.answer_weights, end_logp=scored.end_logp, weights=weights,
-                    normalizer=normalizer)
-            accelerator.backward(loss)
-            update_loss += float(loss.detach())
-            for name, value in parts.items():
-                parts_sum[name] = parts_sum.get(name, 0.0) + value / cfg.updates_per_step
-        # --- update ---
-        norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        grad_norm = -1.0 if norm is None else float(norm)  # None: DeepSpeed clips inside its engine
-        loss_total += update_loss / cfg.updates_per_step
-        if math.isfinite(grad_norm) and math.isfinite(update_loss):
-            optimizer.step()
-        else:
-            skipped += 1
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+    def prepare(mb: _MicroBatch, scored: Scored | None) -> None:
+        """Rewards, advantages and old log-probs of ``mb``, from the rollout policy: from the pass with
+        gradients when it is still that policy (``scored``), else from a no-grad pass now."""
+        per_sample = cfg.pass_structure == "reference"
+        if scored is None:
+            with torch.no_grad(), eval_mode(model):
+                scored = score(model, mb.batch, **score_kw)
+        c = scored.answer_logp.detach()
+        b = empty_trace_logp(model, policy, mb.prompts, k, per_sample=per_sample) if cfg.trace else c
+        external = reward_fn(mb.samples) if reward_fn is not None else None
+        mb.rewards = rewards_and_advantages(c, b, mb.batch.answer_mask, cfg, k, external)
+        mb.old_logp = scored.logp.detach()
+        mb.entropy = scored.trace_entropy
+
+    # The reference structure scores every micro-batch without gradients first; so does every mini-batch
+    # after the first, whose updates come after the policy has moved (their old log-probs and rewards are
+    # the rollout policy's). The rest take both from their first pass with gradients.
+    with accelerator.autocast():
+        for m, mini in enumerate(minis):
+            for mb in mini if m > 0 or cfg.pass_structure == "reference" else []:
+                prepare(mb, None)
+    scoring_seconds = time.perf_counter() - t_score
+    updates = cfg.updates_per_step * len(minis)
+    parts_sum: dict[str, float] = {}
+    loss_total, grad_norm, skipped = 0.0, 0.0, 0
+
+    for _epoch in range(cfg.updates_per_step):
+        for mini in minis:
+            normalizer = loss_normalizer(cfg, sum(len(mb.samples) for mb in mini))
+            update_loss = 0.0
+            for j, mb in enumerate(mini):
+                sync = accelerator.no_sync(model) if j < len(mini) - 1 else nullcontext()
+                with sync, accelerator.autocast():
+                    # --- score: the pass with gradients; in the fused structure it also gives c for the reward ---
+                    scored = score(model, mb.batch, **score_kw)
+                    if mb.rewards is None:
+                        t_score = time.perf_counter()
+                        prepare(mb, scored)
+                        scoring_seconds += time.perf_counter() - t_score
+                    assert mb.rewards is not None and mb.old_logp is not None
+                    # --- objective ---
+                    loss, parts = nrt_loss(
+                        trace_logp=scored.logp, old_trace_logp=mb.old_logp, trace_mask=mb.batch.trace_mask,
+                        advantages=mb.rewards.advantages, delim_logp=scored.delim_logp,
+                        delim_forced=mb.batch.delim_forced, answer_logp=scored.answer_logp,
+                        answer_weights=mb.rewards.answer_weights, end_logp=scored.end_logp, weights=weights,
+                        normalizer=normalizer)
+                accelerator.backward(loss)
+                update_loss += float(loss.detach())
+                for name, value in parts.items():
+                    parts_sum[name] = parts_sum.get(name, 0.0) + value
+            # --- update ---
+            norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            grad_norm = -1.0 if norm is None else float(norm)  # None: DeepSpeed clips inside its engine
+            loss_total += update_loss / updates
+            if math.isfinite(grad_norm) and math.isfinite(update_loss):
+                optimizer.step()
+            else:
+                skipped += 1
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
     t_end = time.perf_counter()
+    rewards = [mb.rewards for mb in micro]
+    entropy = [mb.entropy for mb in micro]
+    unsort = torch.tensor([i for mb in micro for i in mb.rows]).argsort()  # back to trace order for records
+    clipped, trace_tokens = parts_sum.pop("clipped_tokens"), parts_sum.pop("trace_tokens")
+    parts_sum = {name: value / updates for name, value in parts_sum.items()}  # means over the step's updates
+    parts_sum["clip_fraction"] = clipped / max(trace_tokens, 1.0)
 
     # --- metrics: per-sample values gathered over processes -------------------------------------------
     trace_len = torch.tensor([len(t.ids) for t in traces], dtype=torch.float32, device=device)

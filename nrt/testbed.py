@@ -10,7 +10,8 @@ Pipeline, all through the same code as ``nrt train``:
    worked traces of short chains) to write traces and answers; that start checkpoint is cached, so every
    method starts from the same weights;
 2. a positive control trains with a verifiable reward (1 if the sampled trace is exactly right, else 0): if
-   it does not beat the start by more than the seed spread, the instrument detects nothing;
+   it does not beat the start by more than the seed spread, the instrument detects nothing. It runs with the
+   answer term and without it (the trace reward alone, isolated);
 3. each preset trains from question-answer pairs only (the trace field is never shown), same budget and
    seeds, with the fixed and the derived token reward, and NRT-WS once more without the answer term;
 4. everything is evaluated greedily on held-out chains of the trained lengths and of longer ones.
@@ -155,6 +156,7 @@ def exact_trace_reward(problems_file: Path, tokenizer: Any) -> Any:
 
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "control (exact-trace reward)": ("nrt-ws", {}),
+    "control, no answer term": ("nrt-ws", {"answer_weight": 0.0}),  # the trace reward alone
     "sft": ("sft", {}),
     "jepo": ("jepo", {}),
     "verifree": ("verifree", {}),
@@ -167,7 +169,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "nrt-ws no answer term": ("nrt-ws", {"answer_weight": 0.0}),
 }
 CURVE_KEYS = ("step", "reward_raw_mean", "trace_len_mean", "trace_entropy", "delimiter_rate", "answer_nll_gain")
-QUICK = ["control (exact-trace reward)", "sft", "rlpr", "nrt-gm", "nrt-ws", "nrt-ws no answer term"]
+QUICK = ["control (exact-trace reward)", "control, no answer term", "sft", "rlpr", "nrt-gm", "nrt-ws", "nrt-ws no answer term"]
 
 
 def evaluate_files(model_dir: Path, files: dict[str, Path], settings: Settings) -> dict[str, dict[str, float]]:

@@ -1,5 +1,5 @@
-"""Two CPU processes (torchrun, gloo): identical weights on both after each step, and the same losses and
-weights as one process on the same global batch."""
+"""Two CPU processes (torchrun, gloo): identical weights on both after each step, the same losses and weights
+as one process on the same global batch, and a sampling stream of its own for each process."""
 
 import json
 import subprocess
@@ -48,5 +48,10 @@ def test_two_processes_match_one(tiny_model_dir, qa_file, tmp_path):
     # elements whose gradient is ~0 that rounding can move a weight by a small fraction of one lr (1e-3) step
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-4)
+    # each process samples its own stream (traces of different processes are not copies), reproducibly: the
+    # stream is a function of the seed, the step and the process, so rank 0 draws what a single process draws
+    draws0, draws1 = (_records(tmp_path / "multi" / f"draws-rank{r}.jsonl") for r in (0, 1))
+    assert len(draws0) == len(draws1) == 2 and all(a != b for a, b in zip(draws0, draws1, strict=True))
+    assert draws0 == _records(tmp_path / "single" / "draws-rank0.jsonl") and draws0[0] != draws0[1]
     # only the main process writes logs: one line per step
     assert len((tmp_path / "multi" / "run" / "metrics.jsonl").read_text().splitlines()) == 2

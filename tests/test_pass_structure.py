@@ -58,8 +58,10 @@ def test_fused_and_reference_passes_agree(preset, extra, tiny_model_dir, qa_file
 
 def test_micro_batches_hold_groups_of_similar_length():
     lengths = [5, 9, 3, 4, 7, 7]  # K = 2: groups' longest 9, 4, 7
-    assert micro_batch_groups(lengths, 2, 2) == [[1, 2], [0]]
-    assert micro_batch_groups(lengths, 2, 1) == [[1], [2], [0]]
+    assert micro_batch_groups(lengths, 2, 2) == [[[1, 2], [0]]]
+    assert micro_batch_groups(lengths, 2, 1) == [[[1], [2], [0]]]
+    # mini-batches are disjoint consecutive blocks of groups, each sorted within itself
+    assert micro_batch_groups([5, 9, 3, 4, 7, 7, 1, 1], 2, 1, mini_batches=2) == [[[1], [0]], [[3], [2]]]
 
 
 def test_per_sample_records_stay_in_trace_order_after_sorting(tiny_model_dir, qa_file, tmp_path):

@@ -25,8 +25,8 @@ def test_assemble_layout_and_masks():
     assert b.attention_mask.tolist() == [[1, 1, 1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1, 1]]
     assert b.position_ids[1, 2:8].tolist() == [0, 1, 2, 3, 4, 5]  # positions restart after left padding
     assert b.target_ids.tolist() == [[10, 11, D, 20, E], [D, 21, 22, 23, E]]
-    # the emitted delimiter belongs to the trace term; an appended one does not
-    assert b.trace_mask.tolist() == [[True, True, True, False, False], [False] * 5]
+    # the trace term covers the trace and the delimiter's index, emitted or appended (NRT.md: z and rs)
+    assert b.trace_mask.tolist() == [[True, True, True, False, False], [True, False, False, False, False]]
     assert b.delim_index.tolist() == [2, 0] and b.delim_forced.tolist() == [False, True]
     assert b.answer_index.tolist() == [[3, 0, 0], [1, 2, 3]]
     assert b.answer_mask.tolist() == [[True, False, False], [True, True, True]]
@@ -39,12 +39,11 @@ def test_assemble_layout_and_masks():
         assert got == samples[row].answer_ids
 
 
-def test_split_trace_stops_at_delimiter_or_end():
-    assert split_trace([5, 6, D, 7], D, E).ids == [5, 6] and split_trace([5, 6, D, 7], D, E).emitted
-    t = split_trace([5, E, D], D, E)
-    assert t.ids == [5] and not t.emitted
-    t = split_trace([5, 6, 7], D, E)  # budget exhausted
-    assert t.ids == [5, 6, 7] and not t.emitted
+def test_split_trace_stops_at_delimiter_or_any_end():
+    assert split_trace([5, 6, D, 7], D, [E]) == Trace([5, 6], True)
+    assert split_trace([5, E, D], D, [E]) == Trace([5], False, E)
+    assert split_trace([5, 93, D], D, [E, 93]) == Trace([5], False, 93)  # a second end-of-turn id
+    assert split_trace([5, 6, 7], D, [E]) == Trace([5, 6, 7], False)  # budget exhausted
 
 
 def test_left_pad():
@@ -64,7 +63,7 @@ def test_score_matches_a_plain_forward(tiny_model_dir):
     torch.testing.assert_close(scored.logp[1, :4], ref, rtol=1e-4, atol=1e-4)
     assert scored.answer_logp[1, 0].item() == scored.logp[1, 2].item()
     assert scored.answer_logp[1, 1].item() == 0.0  # padding
-    assert scored.delim_logp[1].item() == scored.logp[1, 1].item()
+    assert scored.delim_logp[1].item() == pytest.approx(scored.logp[1, 1].item(), rel=1e-6)
     # the second sample's trace is one token (12); its delimiter was forced, so not part of the trace
     expected = torch.distributions.Categorical(logits=logits[:1]).entropy().mean()
     torch.testing.assert_close(scored.trace_entropy[1], expected, rtol=1e-4, atol=1e-4)
@@ -167,18 +166,18 @@ def test_kv_cache_sampler_greedy_equals_generate(tiny_model_dir):
     policy = load_policy(str(tiny_model_dir))
     prompts = [[1, 2, 3, 4, 5], [6, 7], [8, 9, 10]]
     ours = sample_traces(policy.model, prompts, num_traces=2, max_tokens=12, temperature=1.0, top_p=1.0,
-                         delimiter_id=policy.delimiter_id, end_id=policy.end_id, pad_id=policy.pad_id,
+                         delimiter_id=policy.delimiter_id, end_ids=policy.end_ids, pad_id=policy.pad_id,
                          do_sample=False)
     ids, mask = left_pad(prompts, policy.pad_id)
     out = policy.model.generate(input_ids=ids, attention_mask=mask, generation_config=GenerationConfig(
-        max_new_tokens=12, do_sample=False, eos_token_id=[policy.delimiter_id, policy.end_id],
+        max_new_tokens=12, do_sample=False, eos_token_id=[policy.delimiter_id, *policy.end_ids],
         pad_token_id=policy.pad_id))
-    reference = [split_trace(row, policy.delimiter_id, policy.end_id) for row in out[:, ids.shape[1]:].tolist()]
+    reference = [split_trace(row, policy.delimiter_id, policy.end_ids) for row in out[:, ids.shape[1]:].tolist()]
     assert [t.ids for t in ours] == [t.ids for p in reference for t in (p, p)]  # K copies of each prompt
     assert all(len(t.ids) == 12 for t in ours)
     # the `generate` sampler backend: same contract, same traces
     plain = generate_traces(policy.model, prompts, num_traces=2, max_tokens=12, temperature=1.0, top_p=1.0,
-                            delimiter_id=policy.delimiter_id, end_id=policy.end_id, pad_id=policy.pad_id,
+                            delimiter_id=policy.delimiter_id, end_ids=policy.end_ids, pad_id=policy.pad_id,
                             do_sample=False)
     assert plain == ours
 
@@ -190,7 +189,7 @@ def test_generate_sampler_stops_at_the_delimiter_and_pads_finished_rows(tiny_mod
         policy.model.get_output_embeddings().weight[policy.delimiter_id] = \
             policy.model.get_input_embeddings().weight[7] * 50
     traces = generate_traces(policy.model, [[1, 2, 3], [7]], num_traces=3, max_tokens=6, temperature=1e-3,
-                             top_p=1.0, delimiter_id=policy.delimiter_id, end_id=policy.end_id,
+                             top_p=1.0, delimiter_id=policy.delimiter_id, end_ids=policy.end_ids,
                              pad_id=policy.pad_id)
     assert traces[3:] == [Trace([], True)] * 3  # prompt [7] closes at once; its rows pad while the others go on
     assert all(t.emitted and 0 < len(t.ids) < 6 and policy.delimiter_id not in t.ids for t in traces[:3])
@@ -214,12 +213,12 @@ def test_kv_cache_sampler_drops_finished_rows(tiny_model_dir, monkeypatch):
     monkeypatch.setattr(nrt.rollout, "_next_tokens", stop_row_zero_at_step_two)
     traces = nrt.rollout.sample_traces(policy.model, [[1, 2, 3], [4, 5]], num_traces=1, max_tokens=5,
                                        temperature=1.0, top_p=1.0, delimiter_id=policy.delimiter_id,
-                                       end_id=policy.end_id, pad_id=policy.pad_id, do_sample=False)
+                                       end_ids=policy.end_ids, pad_id=policy.pad_id, do_sample=False)
     assert calls == [2, 2, 1, 1, 1]
     assert len(traces[0].ids) == 1 and traces[0].emitted and len(traces[1].ids) == 5
     monkeypatch.setattr(nrt.rollout, "_next_tokens", real)
     alone = nrt.rollout.sample_traces(policy.model, [[4, 5]], num_traces=1, max_tokens=5, temperature=1.0,
-                                      top_p=1.0, delimiter_id=policy.delimiter_id, end_id=policy.end_id,
+                                      top_p=1.0, delimiter_id=policy.delimiter_id, end_ids=policy.end_ids,
                                       pad_id=policy.pad_id, do_sample=False)
     assert alone[0].ids == traces[1].ids
 

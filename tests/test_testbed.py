@@ -51,3 +51,12 @@ def test_reduced_testbed_positive_control_learns(tmp_path, monkeypatch):
     rewards = [m["reward_raw_mean"] for m in run["metrics"]]
     assert sum(rewards[-20:]) / 20 > sum(rewards[:20]) / 20  # the fraction of exactly right traces rises
     assert "| control (exact-trace reward) |" in testbed.table(results)
+
+
+def test_control_runs_with_and_without_the_answer_term_and_runs_go_under_runs():
+    from nrt.cli import build_parser
+
+    assert testbed.METHODS["control, no answer term"] == ("nrt-ws", {"answer_weight": 0.0})
+    assert {"control (exact-trace reward)", "control, no answer term"} <= set(testbed.QUICK)
+    args = build_parser().parse_args(["testbed", "--quick"])
+    assert args.out == "runs/testbed"  # the committed results/testbed changes only when asked

@@ -1,7 +1,7 @@
 """Run by `accelerate launch` in test_distributed.py: train the tiny model and record each rank's weights.
 
 Sampling is replaced by a deterministic function of the prompt and the trace index, so that a run split over
-processes and a single-process run see the same traces (the global RNG streams differ between layouts).
+processes and a single-process run see the same traces; it records four draws of its process's random stream.
 """
 
 import hashlib
@@ -20,7 +20,13 @@ out_dir = Path(sys.argv[1])
 overrides = json.loads(sys.argv[2])
 
 
+def rank() -> int:
+    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+
 def fake_traces(model, prompts, *, num_traces, max_tokens, **kwargs):
+    with (out_dir / f"draws-rank{rank()}.jsonl").open("a") as f:  # what this process's sampling stream gives
+        f.write(json.dumps(torch.rand(4).tolist()) + "\n")
     return [Trace([100 + (sum(p) * (k + 3)) % 900 for _ in range(1 + (k + len(p)) % max_tokens)], k % 2 == 0)
             for p in prompts for k in range(num_traces)]
 
@@ -33,8 +39,7 @@ def recording_step(model, *args, **kwargs):
     digest = hashlib.sha256()
     for p in model.parameters():
         digest.update(p.detach().cpu().numpy().tobytes())
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    with (out_dir / f"hashes-rank{rank}.jsonl").open("a") as f:
+    with (out_dir / f"hashes-rank{rank()}.jsonl").open("a") as f:
         f.write(json.dumps({"hash": digest.hexdigest(), "loss": out.metrics["loss"]}) + "\n")
     return out
 

@@ -3,7 +3,8 @@
 A checkpoint folder ``checkpoints/step-000012/`` holds ``model/`` (safetensors weights, tokenizer with the
 delimiter and chat template; plain ``from_pretrained`` loads it; merged weights for LoRA runs), ``adapter/``
 for LoRA runs, and ``trainer_state.pt`` (optimizer, scheduler, RNG states, step, data position), read back
-with ``torch.load(weights_only=True)``.
+with ``torch.load(weights_only=True)``. A sharded run (``nrt.sharding``) keeps its optimizer state in
+``optimizer/`` instead, one file per process.
 """
 
 from __future__ import annotations
@@ -44,24 +45,34 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, step: int, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                    trainer_state: dict[str, Any], *, lora: bool, keep: int) -> Path:
-    """Write a complete checkpoint for ``step`` atomically and prune old ones; returns its folder."""
-    final = checkpoint_root(run_dir) / f"step-{step:06d}"
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+def checkpoint_tmp(run_dir: Path, step: int) -> Path:
+    """Where the checkpoint of ``step`` is written before ``finish_checkpoint`` renames it into place."""
+    return checkpoint_root(run_dir) / f"step-{step:06d}.tmp"
+
+
+def write_checkpoint(folder: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                     trainer_state: dict[str, Any], *, lora: bool,
+                     state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """Write model, tokenizer and trainer state into ``folder`` (anew). ``state_dict``: the full weights when
+    ``model`` holds only a shard of them (``nrt.sharding.full_state_dict``)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     if lora:
-        model.save_pretrained(tmp / "adapter")
-        copy.deepcopy(model).merge_and_unload().save_pretrained(tmp / "model")
+        model.save_pretrained(folder / "adapter")
+        copy.deepcopy(model).merge_and_unload().save_pretrained(folder / "model")
     else:
-        model.save_pretrained(tmp / "model")
-    tokenizer.save_pretrained(tmp / "model")
-    torch.save({**trainer_state, "rng": rng_state()}, tmp / STATE_FILE)
+        model.save_pretrained(folder / "model", state_dict=state_dict)
+    tokenizer.save_pretrained(folder / "model")
+    torch.save({**trainer_state, "rng": rng_state()}, folder / STATE_FILE)
+
+
+def finish_checkpoint(folder: Path, keep: int) -> Path:
+    """Rename a completely written ``.tmp`` folder into place and prune the oldest beyond ``keep``."""
+    final = folder.with_name(folder.name.removesuffix(".tmp"))
     if final.exists():
         shutil.rmtree(final)
-    tmp.rename(final)
-    for old in complete_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+    folder.rename(final)
+    for old in complete_checkpoints(final.parent.parent)[:-keep] if keep > 0 else []:
         shutil.rmtree(old)
     return final
 

@@ -52,6 +52,12 @@ class TrainConfig:
         "page-fault its activations in anew: 16% faster updates, 6% higher peak memory on the default model "
         "(see nrt.host_memory).",
     )
+    sharding: Literal["none", "fsdp"] = _f(
+        "none",
+        "fsdp: parameters, gradients and optimizer state sharded over the processes with torch FSDP2 (fully_shard "
+        "per decoder layer; start with torchrun or `accelerate launch` without an FSDP config). none: each process "
+        "holds the whole model (DDP over several processes).",
+    )
     lora: bool = _f(False, "Train LoRA adapters (peft) instead of all weights.")
     lora_r: int = _f(16, "LoRA rank.")
     lora_alpha: int = _f(32, "LoRA scaling numerator.")
@@ -212,6 +218,11 @@ class TrainConfig:
                 f"clip_low/clip_high: need 0 < clip_low <= 1 <= clip_high, got {self.clip_low}, {self.clip_high}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.sharding == "fsdp" and self.lora:
+            raise ConfigError("sharding: fsdp with lora is not tested; LoRA's adapters fit one device, use DDP")
+        if self.sharding == "fsdp" and self.eval_every:
+            raise ConfigError("eval_every: evaluation during training runs on the main process alone, which does not "
+                              "hold a sharded model; run `nrt eval` on the checkpoints")
         if self.eval_every and not self.eval_tasks:
             raise ConfigError("eval_tasks: eval_every is set but no evaluation task is given")
         if self.eval_every and "reasoning_gym:" in self.data and self.eval_seed == self.data_seed:

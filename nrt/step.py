@@ -32,6 +32,7 @@ from nrt.prompts import Encoded
 from nrt.rewards import aggregate
 from nrt.rollout import SAMPLERS, Trace, eval_mode
 from nrt.sequences import Sample, Scored, SequenceBatch, assemble, score
+from nrt.sharding import as_tensor, gathered
 
 
 @dataclass
@@ -106,13 +107,14 @@ def empty_trace_logp(model: torch.nn.Module, policy: Policy, prompts: list[Encod
 def prompt_group_size(cfg: TrainConfig, accelerator: Accelerator) -> int:
     """K when the pass with gradients may run each prompt once for its K traces (``score(group_size=K)``), else 1.
 
-    Gradient checkpointing drops the KV cache in a pass with gradients; FSDP and DeepSpeed, which gather
-    parameters per forward call, are not tested with two forward calls before one backward. Those, SFT and
-    the reference structure run every row whole.
+    Gradient checkpointing drops the KV cache in a pass with gradients; FSDP2 (``sharding: fsdp``) fails in the
+    backward of two forward calls (``nrt.sharding``); accelerate's FSDP and DeepSpeed, which gather parameters
+    per forward call, are not tested with them. Those, SFT and the reference structure run every row whole.
     """
     from accelerate.utils import DistributedType
 
-    shareable = accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    shareable = cfg.sharding == "none" and \
+        accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     fused = cfg.trace and cfg.pass_structure == "fused" and not cfg.gradient_checkpointing
     return cfg.num_traces if fused and shareable else 1
 
@@ -165,7 +167,7 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
     unwrapped = accelerator.unwrap_model(model)
 
     # --- rollout: K traces per prompt (none for SFT) ---------------------------------------------------
-    with accelerator.autocast():
+    with accelerator.autocast(), gathered(model):  # a sharded model gathers its parameters once for the rollout
         if cfg.trace:
             sample = SAMPLERS[cfg.sampler]
             traces = sample(unwrapped, [e.prompt_ids for e in encoded], num_traces=k, max_tokens=cfg.max_trace_tokens,
@@ -244,7 +246,7 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
                     parts_sum[name] = parts_sum.get(name, 0.0) + value
             # --- update ---
             norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            grad_norm = -1.0 if norm is None else float(norm)  # None: DeepSpeed clips inside its engine
+            grad_norm = -1.0 if norm is None else float(as_tensor(norm))  # None: DeepSpeed clips inside its engine
             loss_total += update_loss / updates
             if math.isfinite(grad_norm) and math.isfinite(update_loss):
                 optimizer.step()
@@ -266,27 +268,27 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
     def gather(field: str) -> Tensor:
         return accelerator.gather(torch.cat([getattr(r, field) for r in rewards]).float())
 
-    gathered = {name: gather(name) for name in ("raw", "reward", "advantages", "nll_with", "nll_without")}
-    gathered["entropy"] = accelerator.gather(torch.cat(entropy).float())
+    pooled = {name: gather(name) for name in ("raw", "reward", "advantages", "nll_with", "nll_without")}
+    pooled["entropy"] = accelerator.gather(torch.cat(entropy).float())
     trace_len, emitted = accelerator.gather(trace_len), accelerator.gather(emitted)
-    raw = gathered["raw"]
+    raw = pooled["raw"]
     metrics = {
         "loss": accelerator.reduce(torch.tensor(loss_total, device=device), "mean").item(),
         "grad_norm": grad_norm,
         "lr": scheduler.get_last_lr()[0],
         "reward_raw_mean": raw.mean().item(),
         "reward_raw_std": raw.std().item() if raw.numel() > 1 else 0.0,
-        "reward_mean": gathered["reward"].mean().item(),
-        "advantage_abs_mean": gathered["advantages"].abs().mean().item(),
-        "zero_std_group_fraction": (gathered["advantages"].view(-1, k) == 0).all(-1).float().mean().item(),
+        "reward_mean": pooled["reward"].mean().item(),
+        "advantage_abs_mean": pooled["advantages"].abs().mean().item(),
+        "zero_std_group_fraction": (pooled["advantages"].view(-1, k) == 0).all(-1).float().mean().item(),
         "trace_len_mean": trace_len.mean().item(),
         "trace_len_min": trace_len.min().item(),
         "trace_len_max": trace_len.max().item(),
         "delimiter_rate": emitted.mean().item(),
-        "trace_entropy": gathered["entropy"].mean().item(),
+        "trace_entropy": pooled["entropy"].mean().item(),
         "trace_distinct2": _distinct2(traces),
-        "answer_nll_with_trace": gathered["nll_with"].mean().item(),
-        "answer_nll_without_trace": gathered["nll_without"].mean().item(),
+        "answer_nll_with_trace": pooled["nll_with"].mean().item(),
+        "answer_nll_without_trace": pooled["nll_without"].mean().item(),
         "skipped_updates": float(skipped),
         "sampling_seconds": t_sample - t0,
         "scoring_seconds": scoring_seconds,

@@ -169,7 +169,8 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "nrt-ws no answer term": ("nrt-ws", {"answer_weight": 0.0}),
 }
 CURVE_KEYS = ("step", "reward_raw_mean", "trace_len_mean", "trace_entropy", "delimiter_rate", "answer_nll_gain")
-QUICK = ["control (exact-trace reward)", "control, no answer term", "sft", "rlpr", "nrt-gm", "nrt-ws", "nrt-ws no answer term"]
+QUICK = ["control (exact-trace reward)", "control, no answer term", "sft", "rlpr", "nrt-gm", "nrt-ws",
+         "nrt-ws no answer term"]
 
 
 def evaluate_files(model_dir: Path, files: dict[str, Path], settings: Settings) -> dict[str, dict[str, float]]:

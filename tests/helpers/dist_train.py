@@ -15,9 +15,11 @@ import nrt.rollout
 import nrt.trainer
 from nrt import load_config, train
 from nrt.rollout import Trace
+from nrt.sharding import full_state_dict, is_sharded
 
 out_dir = Path(sys.argv[1])
 overrides = json.loads(sys.argv[2])
+record_weights = sys.argv[3:] == ["weights"]  # also write the full weights after each step (rank 0)
 
 
 def rank() -> int:
@@ -38,9 +40,15 @@ def recording_step(model, *args, **kwargs):
     out = real_step(model, *args, **kwargs)
     digest = hashlib.sha256()
     for p in model.parameters():
-        digest.update(p.detach().cpu().numpy().tobytes())
+        local = p.detach().to_local() if hasattr(p, "to_local") else p.detach()  # a sharded run: this rank's shard
+        digest.update(local.cpu().numpy().tobytes())
     with (out_dir / f"hashes-rank{rank()}.jsonl").open("a") as f:
         f.write(json.dumps({"hash": digest.hexdigest(), "loss": out.metrics["loss"]}) + "\n")
+    if record_weights:
+        weights = full_state_dict(model) if is_sharded(model) else model.state_dict()  # every rank gathers
+        if rank() == 0:
+            step = len((out_dir / "hashes-rank0.jsonl").read_text().splitlines())
+            torch.save(weights, out_dir / f"weights-step{step}.pt")
     return out
 
 

@@ -19,7 +19,7 @@ import torch
 import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from transformers import get_scheduler
 
 from nrt.checkpoint import (
@@ -157,6 +157,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None 
     # cpu=True without CUDA lets accelerate see torchrun's CPU processes as one data-parallel (gloo) job.
     accelerator = Accelerator(mixed_precision="bf16" if use_bf16(cfg.dtype) else "no",
                               cpu=not torch.cuda.is_available())
+    if accelerator.distributed_type == DistributedType.FSDP:
+        raise ConfigError("sharding: accelerate's FSDP launch config is not used by nrt (its sampling and checkpoints "
+                          "do not gather the shards); launch without it (e.g. configs/accelerate/multi_gpu.yaml) "
+                          "and set sharding=fsdp")
     set_seed(cfg.seed)
     if cfg.retain_freed_memory and accelerator.device.type == "cpu":
         retain_freed_memory()

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from conftest import tiny_overrides
 
 HELPER = Path(__file__).parent / "helpers" / "dist_train.py"
@@ -39,7 +40,6 @@ def test_two_processes_match_one(tiny_model_dir, qa_file, tmp_path):
     for multi_step, single_step in zip(rank0, single, strict=True):
         assert abs(multi_step["loss"] - single_step["loss"]) < 1e-5 * max(1.0, abs(single_step["loss"]))
 
-    import torch
     from safetensors.torch import load_file
 
     final = "checkpoints/step-000002/model/model.safetensors"
@@ -49,9 +49,16 @@ def test_two_processes_match_one(tiny_model_dir, qa_file, tmp_path):
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-4)
     # each process samples its own stream (traces of different processes are not copies), reproducibly: the
-    # stream is a function of the seed, the step and the process, so rank 0 draws what a single process draws
-    draws0, draws1 = (_records(tmp_path / "multi" / f"draws-rank{r}.jsonl") for r in (0, 1))
-    assert len(draws0) == len(draws1) == 2 and all(a != b for a, b in zip(draws0, draws1, strict=True))
-    assert draws0 == _records(tmp_path / "single" / "draws-rank0.jsonl") and draws0[0] != draws0[1]
+    # stream of process r in step s is seeded by (seed, s, r) alone, so a resumed run draws what an
+    # uninterrupted one would, and rank 0 draws what a single process draws
+    from nrt.trainer import sampling_seed
+
+    for rank in (0, 1):
+        expected = [torch.Generator().manual_seed(sampling_seed(0, step, rank)) for step in (0, 1)]
+        assert _records(tmp_path / "multi" / f"draws-rank{rank}.jsonl") == [torch.rand(4, generator=g).tolist()
+                                                                            for g in expected]
+    assert _records(tmp_path / "single" / "draws-rank0.jsonl") == _records(tmp_path / "multi" / "draws-rank0.jsonl")
+    seeds = {sampling_seed(0, step, rank) for step in range(100) for rank in range(8)}
+    assert len(seeds) == 800
     # only the main process writes logs: one line per step
     assert len((tmp_path / "multi" / "run" / "metrics.jsonl").read_text().splitlines()) == 2

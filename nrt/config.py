@@ -100,10 +100,11 @@ class TrainConfig:
         "Nucleus sampling mass of traces. Only 1 is accepted: traces drawn from a truncated distribution would "
         "be scored (trace log-probs, importance ratio) under the untruncated one, a biased policy gradient.",
     )
-    sampler: Literal["cache", "generate"] = _f(
-        "cache",
+    sampler: Literal["auto", "cache", "generate", "static"] = _f(
+        "auto",
         "cache: nrt's KV-cache loop (each prompt prefilled once for its K traces, finished traces leave the "
-        "batch). generate: transformers' model.generate (every copy prefilled; the plain baseline).",
+        "batch). generate: transformers' model.generate (every copy prefilled; the plain baseline). static: "
+        "model.generate with a static cache, compiled on CUDA. auto: static on CUDA, cache elsewhere.",
     )
 
     # --- objective -------------------------------------------------------------------------------
@@ -145,6 +146,11 @@ class TrainConfig:
         "M: the rollout batch splits into M disjoint mini-batches of prompt groups, one optimizer update each, each "
         "used once: the reference recipe's '4 updates per rollout batch' is M=4. Updates after the first are "
         "off-policy (importance ratio against the rollout policy).",
+    )
+    tokens_per_micro_batch: int = _f(
+        0,
+        "If > 0: micro-batches hold as many prompt groups as fit this many padded tokens (rows x longest sequence, "
+        "at least one group), instead of prompts_per_micro_batch each; one budget fits every model size.",
     )
     updates_per_step: int = _f(
         1,
@@ -191,7 +197,8 @@ class TrainConfig:
             value = getattr(self, key)
             if hint is float and not math.isfinite(value):
                 raise ConfigError(f"{key}: must be a finite number, got {value}")
-        for key in ("trace_weight", "answer_weight", "format_weight", "weight_decay", "group_std_min"):
+        for key in ("trace_weight", "answer_weight", "format_weight", "weight_decay", "group_std_min",
+                    "tokens_per_micro_batch"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key}: must be >= 0, got {getattr(self, key)}")
         if self.max_grad_norm <= 0:

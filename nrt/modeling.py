@@ -130,8 +130,14 @@ def load_policy(name: str, *, delimiter: str = "<|response_start|>", trust_remot
         model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code, dtype=dtype)
     except OSError as exc:
         raise ModelError(f"model {name!r}: cannot load ({exc})") from None
+    return prepare_policy(model, tokenizer, delimiter, name)
+
+
+def prepare_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, delimiter: str,
+                   name: str = "model") -> Policy:
+    """Ready a loaded (or freshly built) model and tokenizer for NRT: chat template, delimiter, end ids."""
     if tokenizer.chat_template is None:
-        log.info("model %s has no chat template; using a plain role-tagged template", name)
+        log.info("%s has no chat template; using a plain role-tagged template", name)
         tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
     delimiter_id = add_delimiter(model, tokenizer, delimiter)
     end_ids = end_of_turn_ids(model, tokenizer)

@@ -9,13 +9,16 @@ softmax(logits / temperature), nucleus-truncated when top_p < 1, and nothing els
 repetition penalty, whatever the model's ``generation_config.json`` says, so that the trace log-probs of
 the policy gradient are those of the sampling policy.
 
-Two samplers with one signature (``SAMPLERS``, config ``sampler``): ``cache``, nrt's KV-cache loop, and
-``generate``, transformers' ``model.generate``: the plain way, kept as the baseline of the benchmark and
-as a check of the loop.
+Samplers with one signature (``SAMPLERS``, config ``sampler``): ``cache``, nrt's KV-cache loop; ``generate``,
+transformers' ``model.generate`` with its dynamic cache (the plain way, the benchmark's baseline and a check
+of the loop); ``static``, ``model.generate`` with a static cache, whose fixed shapes let transformers compile
+the decode step on a GPU. ``auto`` picks per device (``resolve_sampler``). On a GPU, sampling reads a bf16
+copy of the policy refreshed in place after each update (``SamplingCopy``).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -128,7 +131,7 @@ def sample_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_trace
 @torch.no_grad()
 def generate_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_traces: int, max_tokens: int,
                     temperature: float, top_p: float, delimiter_id: int, end_ids: Sequence[int], pad_id: int,
-                    do_sample: bool = True) -> list[Trace]:
+                    do_sample: bool = True, cache_implementation: str | None = None) -> list[Trace]:
     """``sample_traces`` through ``model.generate``: every one of the K copies of a prompt is prefilled, and
     finished rows stay in the batch (padding) until the last row stops."""
     from transformers import GenerationConfig
@@ -136,7 +139,8 @@ def generate_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_tra
     device = next(model.parameters()).device
     ids, mask = (t.repeat_interleave(num_traces, dim=0).to(device) for t in left_pad(prompts, pad_id))
     config = GenerationConfig(max_new_tokens=max_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
-                              top_k=0, eos_token_id=[delimiter_id, *end_ids], pad_token_id=pad_id)
+                              top_k=0, eos_token_id=[delimiter_id, *end_ids], pad_token_id=pad_id,
+                              cache_implementation=cache_implementation)
     # generate() fills every field our config leaves unset from model.generation_config (a checkpoint's
     # repetition_penalty, top_k, min_length...): a neutral one in its place while sampling keeps to the policy.
     base = getattr(model, "get_base_model", lambda: model)()  # the transformers model inside a peft wrapper
@@ -149,5 +153,42 @@ def generate_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_tra
     return [split_trace(row, delimiter_id, end_ids) for row in out[:, ids.shape[1]:].tolist()]
 
 
+def static_traces(model: torch.nn.Module, prompts: list[list[int]], **kwargs: object) -> list[Trace]:
+    """``generate_traces`` with transformers' static KV cache: fixed shapes, so on CUDA ``generate`` compiles the
+    decode step (CUDA graphs, no per-token kernel launches); on a CPU it runs uncompiled."""
+    return generate_traces(model, prompts, cache_implementation="static", **kwargs)  # type: ignore[arg-type]
+
+
 Sampler = Callable[..., list[Trace]]
-SAMPLERS: dict[str, Sampler] = {"cache": sample_traces, "generate": generate_traces}
+SAMPLERS: dict[str, Sampler] = {"cache": sample_traces, "generate": generate_traces, "static": static_traces}
+
+
+def resolve_sampler(name: str, device: torch.device) -> str:
+    """``auto``: the static-cache compiled ``generate`` on CUDA, nrt's KV-cache loop elsewhere.
+
+    On this project's 2-core CPU the loop is the fastest measured (README, Performance); on one H100,
+    transformers' static-cache compiled ``generate`` reached 15,100 tokens/s against 2,690 for its dynamic
+    cache at 64 rows of the 135M shape (shared COSTS.md), where nrt's loop ran at about 1,100.
+    """
+    if name != "auto":
+        return name
+    return "static" if device.type == "cuda" else "cache"
+
+
+class SamplingCopy:
+    """The policy in a low-precision dtype for sampling, refreshed in place from the trained weights.
+
+    Sampling from fp32 weights under autocast casts every weight again at every decoded token; a bf16 copy is
+    cast once per step. The refresh copies into the same storage, so a decode step captured as a CUDA graph
+    stays valid. Costs one copy of the weights in ``dtype`` (2 bytes per parameter in bf16).
+    """
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype):
+        self.model = copy.deepcopy(model).to(dtype).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def refresh(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Copy ``model``'s current weights in (same parameter order) and return the copy to sample from."""
+        for target, source in zip(self.model.parameters(), model.parameters(), strict=True):
+            target.copy_(source)
+        return self.model

@@ -30,7 +30,7 @@ from nrt.modeling import Policy
 from nrt.objective import LossWeights, empty_trace_debias, group_advantages, nrt_loss
 from nrt.prompts import Encoded
 from nrt.rewards import aggregate
-from nrt.rollout import SAMPLERS, Trace, eval_mode
+from nrt.rollout import SAMPLERS, SamplingCopy, Trace, eval_mode, resolve_sampler
 from nrt.sequences import Sample, Scored, SequenceBatch, assemble, score
 from nrt.sharding import as_tensor, gathered
 
@@ -124,22 +124,32 @@ def loss_normalizer(cfg: TrainConfig, num_sequences: int) -> float:
     return float(num_sequences * cfg.max_trace_tokens)
 
 
-def micro_batch_groups(lengths: list[int], k: int, groups_per_micro_batch: int,
-                       mini_batches: int = 1) -> list[list[list[int]]]:
+def micro_batch_groups(lengths: list[int], k: int, groups_per_micro_batch: int, mini_batches: int = 1,
+                       tokens_per_micro_batch: int = 0) -> list[list[list[int]]]:
     """Prompt groups (indices) per micro-batch of each mini-batch, the groups of a mini-batch sorted by their
     longest sequence.
 
     ``lengths`` holds one sequence length per sample, K consecutive samples per group. The groups split into
     ``mini_batches`` disjoint consecutive blocks (one optimizer update each). A micro-batch is padded to its
     longest sequence, so putting groups of similar length together leaves less padding for the pass to run
-    over; groups are never split (their rewards are normalised together).
+    over; groups are never split (their rewards are normalised together). A micro-batch holds
+    ``groups_per_micro_batch`` groups, or, with ``tokens_per_micro_batch``, as many as keep its padded size
+    (rows x longest sequence) within that budget, at least one.
     """
     longest = [max(lengths[g * k:(g + 1) * k]) for g in range(len(lengths) // k)]
     per_mini = len(longest) // mini_batches
     out = []
     for first in range(0, len(longest), per_mini):
         order = sorted(range(first, first + per_mini), key=lambda g: longest[g])
-        out.append([order[i:i + groups_per_micro_batch] for i in range(0, len(order), groups_per_micro_batch)])
+        if not tokens_per_micro_batch:
+            out.append([order[i:i + groups_per_micro_batch] for i in range(0, len(order), groups_per_micro_batch)])
+            continue
+        parts: list[list[int]] = [[]]
+        for g in order:  # ascending length: the newest group is the micro-batch's longest
+            if parts[-1] and (len(parts[-1]) + 1) * k * longest[g] > tokens_per_micro_batch:
+                parts.append([])
+            parts[-1].append(g)
+        out.append(parts)
     return out
 
 
@@ -156,10 +166,11 @@ def _distinct2(traces: list[Trace]) -> float:
 
 def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, optimizer: torch.optim.Optimizer,
              scheduler: torch.optim.lr_scheduler.LRScheduler, encoded: list[Encoded], cfg: TrainConfig,
-             reward_fn: RewardFn | None = None) -> StepOutput:
+             reward_fn: RewardFn | None = None, sampling_copy: SamplingCopy | None = None) -> StepOutput:
     """Run one rollout batch and its update(s) on this process's prompts ``encoded``.
 
     ``reward_fn``, if given, scores the sampled sequences instead of the likelihood aggregation.
+    ``sampling_copy``, if given, is refreshed from the policy and sampled from (a bf16 copy on a GPU).
     """
     t0 = time.perf_counter()
     k = cfg.num_traces
@@ -169,8 +180,9 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
     # --- rollout: K traces per prompt (none for SFT) ---------------------------------------------------
     with accelerator.autocast(), gathered(model):  # a sharded model gathers its parameters once for the rollout
         if cfg.trace:
-            sample = SAMPLERS[cfg.sampler]
-            traces = sample(unwrapped, [e.prompt_ids for e in encoded], num_traces=k, max_tokens=cfg.max_trace_tokens,
+            sample = SAMPLERS[resolve_sampler(cfg.sampler, device)]
+            source = sampling_copy.refresh(unwrapped) if sampling_copy is not None else unwrapped
+            traces = sample(source, [e.prompt_ids for e in encoded], num_traces=k, max_tokens=cfg.max_trace_tokens,
                             temperature=cfg.temperature, top_p=cfg.top_p, delimiter_id=policy.delimiter_id,
                             end_ids=policy.end_ids, pad_id=policy.pad_id)
         else:
@@ -185,7 +197,8 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
                      rows)
          for part in mini for rows in [[g * k + j for g in part for j in range(k)]]]
         for mini in micro_batch_groups([len(s.prompt_ids) + len(s.trace_ids) + len(s.answer_ids) for s in samples], k,
-                                       cfg.prompts_per_micro_batch, cfg.mini_batches_per_step)
+                                       cfg.prompts_per_micro_batch, cfg.mini_batches_per_step,
+                                       cfg.tokens_per_micro_batch)
     ]
     micro = [mb for mini in minis for mb in mini]
     weights = _weights(cfg)

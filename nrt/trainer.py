@@ -35,6 +35,7 @@ from nrt.data import FieldNames, load_examples
 from nrt.host_memory import retain_freed_memory
 from nrt.modeling import Policy, apply_lora, load_policy
 from nrt.prompts import Encoded, encode_example
+from nrt.rollout import SamplingCopy
 from nrt.runlog import NullRunLog, RunLog, read_jsonl
 from nrt.sharding import full_state_dict, load_optimizer, save_optimizer, shard_model
 from nrt.step import RewardFn, nrt_step
@@ -190,6 +191,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None 
     if not sharded:
         model, optimizer = accelerator.prepare(model, optimizer)
 
+    # On a GPU, sample from a bf16 copy refreshed in place each step (nrt.rollout.SamplingCopy); on a CPU the
+    # policy itself (bf16 casts there are slow or absent), and a sharded model gathers its own parameters.
+    sampling_copy = SamplingCopy(accelerator.unwrap_model(model), torch.bfloat16) \
+        if accelerator.device.type == "cuda" and use_bf16(cfg.dtype) and not sharded and cfg.trace else None
+
     start_step = 0
     if checkpoint is not None:
         state = load_trainer_state(checkpoint)
@@ -236,7 +242,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None 
             mine = indices[rank * per_process:(rank + 1) * per_process]
             set_seed(sampling_seed(cfg.seed, step, rank))
             out = nrt_step(model, policy, accelerator, optimizer, scheduler, [encoded[i] for i in mine], cfg,
-                           reward_fn)
+                           reward_fn, sampling_copy)
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
                 out.metrics.update(evaluate_during_training(policy, cfg) if main else {})
                 accelerator.wait_for_everyone()

@@ -1,0 +1,173 @@
+"""NRT steps on one GPU at real model shapes with random weights: sampling tokens/s, update TFLOP/s and MFU,
+peak memory, per phase, for (a) nrt as a user runs it (sampler auto, bf16 sampling copy, fused pass, micro-batches
+from a token budget) and (b) the reference structure with ``model.generate`` (dynamic cache, every prompt copy
+prefilled, three passes). No downloads: Llama models are built from their configs at the SmolLM2-135M, -360M,
+-1.7B shapes (and Llama-3-8B's, trained with LoRA), with the SmolLM2 tokenizer from a folder.
+
+    python benchmarks/gpu.py --tokenizer DIR                 # all shapes; on an H100 within about 8 minutes
+    python benchmarks/gpu.py --tokenizer DIR --shapes tiny --prompts 2 --k 2 --trace 8   # a CPU dry run
+
+``DIR``: any folder with the SmolLM2 tokenizer files (``python benchmarks/gpu.py --save-tokenizer DIR`` writes one
+from the embedded model). Every trace runs to its budget (stop tokens disabled), so every variant processes
+the same tokens. Steps 2.. are reported (the first compiles and allocates optimizer state), median.
+MFU is against 989 TFLOP/s (dense bf16, H100 SXM); update FLOPs are 6 x parameters x tokens run for full
+fine-tuning and 4 x parameters x tokens with LoRA (no weight gradients for the frozen matrices).
+(c) TRL GRPOTrainer is not part of this script yet (``benchmarks/step.py`` has it for the CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import statistics
+import time
+
+import torch
+
+SHAPES = {  # hidden, intermediate, layers, heads, kv heads, vocab (None: the tokenizer's), tied, lora
+    "tiny": (64, 128, 2, 4, 2, None, True, False),
+    "135m": (576, 1536, 30, 9, 3, None, True, False),
+    "360m": (960, 2560, 32, 15, 5, None, True, False),
+    "1.7b": (2048, 8192, 24, 32, 32, None, True, False),
+    "8b-lora": (4096, 14336, 32, 32, 8, 128256, False, True),
+}
+H100_BF16_TFLOPS = 989.0
+
+
+def build_policy(shape: str, tokenizer_dir: str, device: torch.device):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from nrt.modeling import prepare_policy
+
+    hidden, inter, layers, heads, kv, vocab, tied, _ = SHAPES[shape]
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(vocab_size=vocab or len(tokenizer) + 1, hidden_size=hidden, intermediate_size=inter,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
+                         max_position_embeddings=4096, tie_word_embeddings=tied, eos_token_id=tokenizer.eos_token_id,
+                         bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
+    with device:
+        model = LlamaForCausalLM(config)
+    return prepare_policy(model, tokenizer, "<|response_start|>", shape)
+
+
+def _to_budget(sample):
+    def sample_to_budget(*args, **kwargs):
+        kwargs["delimiter_id"], kwargs["end_ids"] = -1, [-1]
+        return sample(*args, **kwargs)
+    return sample_to_budget
+
+
+def run(shape: str, variant: str, args: argparse.Namespace) -> dict[str, float]:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    import nrt.rollout
+    from nrt import load_config
+    from nrt.data import Example
+    from nrt.modeling import apply_lora
+    from nrt.prompts import encode_example
+    from nrt.rollout import SamplingCopy
+    from nrt.step import nrt_step
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    AcceleratorState._reset_state()
+    accelerator = Accelerator(mixed_precision="bf16" if device.type == "cuda" else "no", cpu=device.type == "cpu")
+    policy = build_policy(shape, args.tokenizer, device)
+    lora = SHAPES[shape][7]
+    model = apply_lora(policy.model, 16, 32, 0.0, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                    "down_proj"], [policy.delimiter_id]) if lora else policy.model
+    model.train()
+    examples = [Example([{"role": "user", "content": f"Tom has {i} apples and buys {2 * i + 3} more. How many "
+                          "apples does he have now? Think step by step."}], str(3 * i + 3), "bench")
+                for i in range(args.prompts)]
+    encoded = [encode_example(policy.tokenizer, e, system_prompt=None, max_answer_tokens=args.answer) for e in examples]
+    answer = policy.tokenizer(" ".join(["word"] * args.answer), add_special_tokens=False).input_ids[:args.answer]
+    encoded = [type(e)(e.prompt_ids, answer) for e in encoded]
+    common = {"num_traces": args.k, "max_trace_tokens": args.trace, "prompts_per_step": args.prompts,
+              "max_answer_tokens": args.answer, "dtype": "bf16" if device.type == "cuda" else "fp32", "lora": lora}
+    if variant == "a":
+        over = {"sampler": "auto", "tokens_per_micro_batch": args.tokens_per_micro_batch}
+    else:
+        over = {"sampler": "generate", "pass_structure": "reference", "prompts_per_micro_batch": args.prompts}
+    cfg = load_config("nrt-ws", {**common, **over})
+    saved = dict(nrt.rollout.SAMPLERS)
+    nrt.rollout.SAMPLERS.update({name: _to_budget(s) for name, s in saved.items()})
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-6, fused=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    copy = SamplingCopy(model, torch.bfloat16) if variant == "a" and device.type == "cuda" else None
+    rows, steps = args.prompts * args.k, []
+    try:
+        for _ in range(args.steps):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            metrics = nrt_step(model, policy, accelerator, optimizer, scheduler, encoded, cfg, None, copy).metrics
+            steps.append({**metrics, "wall": time.perf_counter() - started})
+    finally:
+        nrt.rollout.SAMPLERS.update(saved)
+    later = steps[1:] or steps
+    median = {key: statistics.median(s[key] for s in later) for key in later[0]}
+    prompt_tokens = sum(len(e.prompt_ids) for e in encoded)
+    pass_tokens = (prompt_tokens * (1 if variant == "a" else args.k) + rows * (args.trace + args.answer + 2))
+    n_params = sum(p.numel() for p in model.parameters())
+    flops = (4 if lora else 6) * n_params * pass_tokens
+    update = median["update_seconds"]
+    out = {"step s": median["wall"], "sampling s": median["sampling_seconds"], "update s": update,
+           "sampling tok/s": rows * args.trace / median["sampling_seconds"],
+           "update TFLOP/s": flops / update / 1e12, "MFU %": 100 * flops / update / 1e12 / H100_BF16_TFLOPS,
+           "peak GB": torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else float("nan")}
+    del model, policy, optimizer, copy
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokenizer", default=None, help="Folder with the SmolLM2 tokenizer files.")
+    parser.add_argument("--save-tokenizer", default=None, help="Write the embedded model's tokenizer here and exit.")
+    parser.add_argument("--shapes", default="135m,360m,1.7b,8b-lora")
+    parser.add_argument("--variants", default="a,b")
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--trace", type=int, default=256)
+    parser.add_argument("--answer", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--tokens-per-micro-batch", type=int, default=20_000)
+    args = parser.parse_args()
+    if args.save_tokenizer:
+        from transformers import AutoTokenizer
+
+        from nrt.modeling import default_model_dir
+
+        AutoTokenizer.from_pretrained(default_model_dir()).save_pretrained(args.save_tokenizer)
+        return
+    if args.tokenizer is None:
+        parser.error("--tokenizer is required (see --save-tokenizer)")
+    import transformers
+
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none (CPU)"
+    print(f"device: {gpu}; torch {torch.__version__}, transformers {transformers.__version__}, "
+          f"python {platform.python_version()}")
+    print(f"workload: {args.prompts} prompts x K={args.k}, traces {args.trace} tokens (to budget), answers "
+          f"{args.answer}; median of steps 2..{args.steps}")
+    header = ["step s", "sampling s", "update s", "sampling tok/s", "update TFLOP/s", "MFU %", "peak GB"]
+    print(f"{'shape':8s} {'variant':30s} " + " ".join(f"{h:>14s}" for h in header), flush=True)
+    names = {"a": "nrt (auto sampler, bf16 copy)", "b": "reference + generate"}
+    for shape in args.shapes.split(","):
+        for variant in args.variants.split(","):
+            try:
+                row = run(shape, variant, args)
+                print(f"{shape:8s} {names[variant]:30s} " + " ".join(f"{row[h]:14.2f}" for h in header), flush=True)
+            except torch.OutOfMemoryError:
+                print(f"{shape:8s} {names[variant]:30s} out of memory", flush=True)
+                gc.collect()
+                torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

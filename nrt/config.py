@@ -147,6 +147,13 @@ class TrainConfig:
         "used once: the reference recipe's '4 updates per rollout batch' is M=4. Updates after the first are "
         "off-policy (importance ratio against the rollout policy).",
     )
+    chunked_logits: Literal["auto", "on", "off"] = _f(
+        "auto",
+        "on: the training pass never builds the [rows x length x vocab] logits; the head runs one sequence at a "
+        "time and again in backward (one more head matmul). auto: on with CUDA, off on a CPU (where it costs time "
+        "for memory the default workload does not need). Models whose logits are soft-capped or scaled run "
+        "unchunked.",
+    )
     tokens_per_micro_batch: int = _f(
         0,
         "If > 0: micro-batches hold as many prompt groups as fit this many padded tokens (rows x longest sequence, "

@@ -13,12 +13,15 @@ passes over each prompt, which is most of the tokens when prompts are long.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
 
 import torch
 import transformers
 from packaging.version import Version
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 # The forward's KV-cache argument: `cache` from transformers 5.24, where `past_key_values` warns at every call
 # (and is gone in 5.40); `past_key_values` before.
@@ -155,8 +158,51 @@ def target_logits(model: torch.nn.Module, batch: SequenceBatch, group_size: int 
     return out.logits
 
 
+# Models that transform the head's output (soft-capping, scaling): the chunked path would skip that step.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+
+
+def output_head(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The module that turns the last hidden states into logits, where ``score(chunked=True)`` may apply it
+    itself: a plain head (possibly wrapped by peft), with nothing applied to its output by the model."""
+    inner = getattr(model, "module", model)  # DDP
+    config = getattr(inner, "config", None)
+    if config is None or any(getattr(config, key, None) not in (None, 1, 1.0) for key in _LOGIT_TRANSFORMS):
+        return None
+    return inner.get_output_embeddings()
+
+
+@contextmanager
+def _returns_its_input(module: torch.nn.Module) -> Iterator[None]:
+    """``module`` passes its input through for the duration (its own forward is restored afterwards)."""
+    module.forward = lambda x: x  # an instance attribute shadows the class's forward
+    try:
+        yield
+    finally:
+        del module.forward
+
+
+def _row_scores(row: Tensor, targets: Tensor, trace_mask: Tensor, in_trace: Tensor, delim_index: Tensor,
+                delimiter_id: Tensor, temperature: float, entropy: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """One sequence's target log-probs [S], its delimiter's log-prob at the delimiter index (temperature 1) [1]
+    and the mean entropy of its trace tokens (no gradient), from its logits [S, vocab]."""
+    row = row.float()
+    at_delim = row.index_select(0, delim_index)  # [1, vocab]
+    delim = (at_delim.gather(1, delimiter_id.view(1, 1)) - at_delim.logsumexp(-1, keepdim=True)).view(1)
+    if temperature != 1.0:
+        row = row / torch.where(trace_mask, temperature, 1.0)[:, None]
+    lse = row.logsumexp(-1)
+    logp = row.gather(-1, targets[:, None]).squeeze(-1) - lse
+    ent = row.new_zeros(())
+    if entropy and in_trace.any():
+        with torch.no_grad():
+            sel = row[in_trace]
+            ent = (lse[in_trace] - (sel.softmax(-1) * sel).sum(-1)).mean()
+    return logp, delim, ent
+
+
 def score(model: torch.nn.Module, batch: SequenceBatch, *, entropy: bool = True, group_size: int = 1,
-          temperature: float = 1.0) -> Scored:
+          temperature: float = 1.0, chunked: bool = False) -> Scored:
     """Log-probs of every target token (with grad if enabled by the caller); see ``target_logits``.
 
     The trace term's tokens are scored under softmax(logits / ``temperature``), the distribution they were
@@ -166,31 +212,36 @@ def score(model: torch.nn.Module, batch: SequenceBatch, *, entropy: bool = True,
     Logits are computed only for the S target positions. Log-probs and entropies are then taken one
     sequence at a time (``log p = logit - logsumexp``): the temporaries of a log-softmax, a softmax and a
     contiguous copy exist for one [S, vocab] row, not for the whole [N, S, vocab] batch, which lowers the
-    peak memory of the step by about a logits tensor or more at no cost in time.
+    peak memory of the step by about a logits tensor or more at no cost in time. ``chunked``: the model
+    returns its last hidden states and the head runs one sequence at a time, recomputed in backward, so the
+    [N, S, vocab] logits never exist at all (one more head matmul in backward; for a model whose head
+    ``output_head`` accepts).
     """
-    logits = target_logits(model, batch, group_size)
-    n, prompt_len = logits.shape[0], batch.input_ids.shape[1] - batch.num_targets
-    delimiter_ids = batch.input_ids.gather(1, prompt_len + batch.delim_index[:, None])
-    in_trace = torch.arange(batch.num_targets, device=logits.device) < batch.trace_len[:, None]  # entropy's tokens
-    rows, delim, ent = [], [], torch.zeros(n, device=logits.device)
-    for i, row in enumerate(logits.unbind(0)):  # unbind: one gradient buffer in backward, not one per row
-        row = row.float()
-        at_delim = row.index_select(0, batch.delim_index[i:i + 1])  # [1, vocab], temperature 1
-        delim.append(at_delim.gather(1, delimiter_ids[i:i + 1]) - at_delim.logsumexp(-1, keepdim=True))
-        if temperature != 1.0:
-            row = row / torch.where(batch.trace_mask[i], temperature, 1.0)[:, None]
-        lse = row.logsumexp(-1)
-        rows.append(row.gather(-1, batch.target_ids[i, :, None]).squeeze(-1) - lse)
-        if entropy and in_trace[i].any():
-            with torch.no_grad():
-                sel = row[in_trace[i]]
-                ent[i] = (lse[in_trace[i]] - (sel.softmax(-1) * sel).sum(-1)).mean()
+    head = output_head(model) if chunked else None
+    with _returns_its_input(head) if head is not None else nullcontext():
+        states = target_logits(model, batch, group_size)  # [N, S, vocab], or [N, S, hidden] with the head
+    prompt_len = batch.input_ids.shape[1] - batch.num_targets
+    delimiter_ids = batch.input_ids.gather(1, prompt_len + batch.delim_index[:, None]).squeeze(1)
+    in_trace = torch.arange(batch.num_targets, device=states.device) < batch.trace_len[:, None]  # entropy's tokens
+    rows, delim, ent = [], [], []
+    for i, row in enumerate(states.unbind(0)):  # unbind: one gradient buffer in backward, not one per row
+        args = (batch.target_ids[i], batch.trace_mask[i], in_trace[i], batch.delim_index[i:i + 1], delimiter_ids[i],
+                temperature, entropy)
+        if head is None:
+            scores = _row_scores(row, *args)
+        elif torch.is_grad_enabled():
+            scores = checkpoint(lambda h, a=args: _row_scores(head(h), *a), row, use_reentrant=False)
+        else:
+            scores = _row_scores(head(row), *args)
+        rows.append(scores[0])
+        delim.append(scores[1])
+        ent.append(scores[2])
     logp = torch.stack(rows)
     answer_logp = logp.gather(1, batch.answer_index) * batch.answer_mask
     return Scored(
         logp=logp,
         answer_logp=answer_logp,
-        delim_logp=torch.cat(delim).squeeze(1),
+        delim_logp=torch.cat(delim),
         end_logp=logp.gather(1, batch.end_index[:, None]).squeeze(1),
-        trace_entropy=ent,
+        trace_entropy=torch.stack(ent).detach(),
     )

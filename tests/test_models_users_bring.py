@@ -267,3 +267,22 @@ def test_a_training_step_prints_no_deprecation_warning_per_forward(tiny_model_di
         warnings.simplefilter("always")
         train(cfg)
     assert not [w for w in caught if "past_key_values" in str(w.message)]
+
+
+def test_chunked_logits_through_a_peft_head(tiny_model_dir, tmp_path):
+    """LoRA with an untied head: the head is peft's wrapper (it adds the delimiter's trained row); the chunked
+    pass applies it as the plain pass does."""
+    from nrt.modeling import apply_lora
+
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir, tie_word_embeddings=False).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path)
+    policy = load_policy(str(tmp_path))
+    model = apply_lora(policy.model, 4, 8, 0.0, ["q_proj"], [policy.delimiter_id])
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "trainable_tokens_delta" in name:
+                p.normal_()
+    batch = assemble([Sample([1, 2, 3], [10, 11], True, [20, 21])], policy.delimiter_id, policy.end_id, policy.pad_id)
+    plain, chunked = (score(model, batch, chunked=c) for c in (False, True))
+    torch.testing.assert_close(chunked.logp, plain.logp, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(chunked.delim_logp, plain.delim_logp, rtol=1e-5, atol=1e-5)

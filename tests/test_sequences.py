@@ -264,3 +264,29 @@ def test_freed_memory_stays_in_the_heap():
     assert held.hblkhd - before.hblkhd < size  # not a separate mmap'd block, which free would unmap
     assert freed.arena >= held.arena  # the heap was not trimmed
     assert freed.fordblks - held.fordblks >= size  # the tensor's memory is free inside the heap, ready for reuse
+
+
+@pytest.mark.parametrize(("tied", "group_size"), [(True, 1), (False, 2)])
+def test_chunked_logits_give_the_same_values_and_gradients(tiny_model_dir, tmp_path, tied, group_size):
+    """The head run one sequence at a time and recomputed in backward: the plain pass's values and gradients."""
+    from transformers import AutoTokenizer
+
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir, tie_word_embeddings=tied).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path)
+    policy = load_policy(str(tmp_path))
+    model = policy.model
+    samples = [Sample([1, 2, 3], [10, 11, 12], True, [20, 21]), Sample([1, 2, 3], [13], False, [22], ended_with=2)]
+    batch = assemble(samples, policy.delimiter_id, policy.end_id, policy.pad_id)
+    results = []
+    for chunked in (False, True):
+        model.zero_grad()
+        scored = score(model, batch, group_size=group_size, temperature=0.7, chunked=chunked)
+        (scored.logp.sum() + scored.delim_logp.sum()).backward()
+        results.append((scored, [p.grad.clone() for p in model.parameters()]))
+    (plain, plain_grads), (chunk, chunk_grads) = results
+    for field in ("logp", "answer_logp", "delim_logp", "end_logp", "trace_entropy"):
+        torch.testing.assert_close(getattr(chunk, field), getattr(plain, field), rtol=1e-5, atol=1e-5)
+    for a, b in zip(chunk_grads, plain_grads, strict=True):  # summed in another order (per row vs one matmul)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert max(g.abs().max() for g in plain_grads) > 0.1  # the tolerance is small against the gradients
+    assert model.get_output_embeddings()(torch.ones(1, 64)).shape[-1] == model.config.vocab_size  # head restored

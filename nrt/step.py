@@ -191,31 +191,33 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
 
     samples = [Sample(e.prompt_ids, t.ids, t.emitted, e.answer_ids, t.ended_with)
                for e, t in zip((e for e in encoded for _ in range(k)), traces, strict=True)]
-    minis = [
-        [_MicroBatch([encoded[g] for g in part], [samples[i] for i in rows],
-                     assemble([samples[i] for i in rows], policy.delimiter_id, policy.end_id, policy.pad_id).to(device),
-                     rows)
-         for part in mini for rows in [[g * k + j for g in part for j in range(k)]]]
-        for mini in micro_batch_groups([len(s.prompt_ids) + len(s.trace_ids) + len(s.answer_ids) for s in samples], k,
-                                       cfg.prompts_per_micro_batch, cfg.mini_batches_per_step,
-                                       cfg.tokens_per_micro_batch)
-    ]
+
+    def micro_batch(groups: list[int]) -> _MicroBatch:
+        rows = [g * k + j for g in groups for j in range(k)]  # sample indices, K consecutive per group
+        part = [samples[i] for i in rows]
+        return _MicroBatch([encoded[g] for g in groups], part,
+                           assemble(part, policy.delimiter_id, policy.end_id, policy.pad_id).to(device), rows)
+
+    lengths = [len(s.prompt_ids) + len(s.trace_ids) + len(s.answer_ids) for s in samples]
+    minis = [[micro_batch(groups) for groups in mini]
+             for mini in micro_batch_groups(lengths, k, cfg.prompts_per_micro_batch, cfg.mini_batches_per_step,
+                                            cfg.tokens_per_micro_batch)]
     micro = [mb for mini in minis for mb in mini]
     weights = _weights(cfg)
     group_size = prompt_group_size(cfg, accelerator)
     chunked = cfg.chunked_logits == "on" or (cfg.chunked_logits == "auto" and device.type == "cuda")
     score_kw = {"group_size": group_size, "temperature": cfg.temperature, "chunked": chunked}
+    reference = cfg.pass_structure == "reference"
     t_score = time.perf_counter()
 
     def prepare(mb: _MicroBatch, scored: Scored | None) -> None:
         """Rewards, advantages and old log-probs of ``mb``, from the rollout policy: from the pass with
         gradients when it is still that policy (``scored``), else from a no-grad pass now."""
-        per_sample = cfg.pass_structure == "reference"
         if scored is None:
             with torch.no_grad(), eval_mode(model):
                 scored = score(model, mb.batch, **score_kw)
         c = scored.answer_logp.detach()
-        b = empty_trace_logp(model, policy, mb.prompts, k, per_sample=per_sample) if cfg.trace else c
+        b = empty_trace_logp(model, policy, mb.prompts, k, per_sample=reference) if cfg.trace else c
         external = reward_fn(mb.samples) if reward_fn is not None else None
         mb.rewards = rewards_and_advantages(c, b, mb.batch.answer_mask, cfg, k, external)
         mb.old_logp = scored.logp.detach()
@@ -225,9 +227,8 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
     # after the first, whose updates come after the policy has moved (their old log-probs and rewards are
     # the rollout policy's). The rest take both from their first pass with gradients.
     with accelerator.autocast():
-        for m, mini in enumerate(minis):
-            for mb in mini if m > 0 or cfg.pass_structure == "reference" else []:
-                prepare(mb, None)
+        for mb in [mb for m, mini in enumerate(minis) if m > 0 or reference for mb in mini]:
+            prepare(mb, None)
     scoring_seconds = time.perf_counter() - t_score
     updates = cfg.updates_per_step * len(minis)
     parts_sum: dict[str, float] = {}

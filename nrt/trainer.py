@@ -166,6 +166,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None 
     if cfg.retain_freed_memory and accelerator.device.type == "cpu":
         retain_freed_memory()
     policy, model = build_policy(cfg, checkpoint)
+    check_context(policy, cfg)
     sharded = cfg.sharding == "fsdp"
     if sharded:
         model = shard_model(model, accelerator.device)

@@ -286,3 +286,12 @@ def test_chunked_logits_through_a_peft_head(tiny_model_dir, tmp_path):
     plain, chunked = (score(model, batch, chunked=c) for c in (False, True))
     torch.testing.assert_close(chunked.logp, plain.logp, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(chunked.delim_logp, plain.delim_logp, rtol=1e-5, atol=1e-5)
+
+
+def test_the_cli_keeps_matplotlibs_font_cache_messages_off_the_console(capsys):
+    import logging
+
+    from nrt.cli import main
+
+    main(["presets"])
+    assert logging.getLogger("matplotlib").level == logging.WARNING  # whatever level the root logger gets

@@ -1,11 +1,15 @@
 """NRT steps on one GPU at real model shapes with random weights: sampling tokens/s, update TFLOP/s and MFU,
 peak memory, per phase, for (a) nrt as a user runs it (sampler auto, bf16 sampling copy, fused pass, micro-batches
-from a token budget) and (b) the reference structure with ``model.generate`` (dynamic cache, every prompt copy
-prefilled, three passes). No downloads: Llama models are built from their configs at the SmolLM2-135M, -360M,
--1.7B shapes (and Llama-3-8B's, trained with LoRA), with the SmolLM2 tokenizer from a folder.
+from a token budget), (b) the reference structure with ``model.generate`` (dynamic cache, every prompt copy
+prefilled, three passes) and (f) nrt with ``sharding: fsdp`` (FSDP2 over the processes launched, one by default;
+sampling through ``generate`` on the gathered parameters), for its peak memory next to (a). No downloads:
+Llama models are built from their configs at the SmolLM2-135M, -360M, -1.7B shapes (and Llama-3-8B's, trained
+with LoRA), with the SmolLM2 tokenizer from a folder. Not yet run on a GPU (written to take under 8 minutes on
+an H100; unmeasured).
 
-    python benchmarks/gpu.py --tokenizer DIR                 # all shapes; on an H100 within about 8 minutes
+    python benchmarks/gpu.py --tokenizer DIR                 # all shapes, variants a and b
     python benchmarks/gpu.py --tokenizer DIR --shapes tiny --prompts 2 --k 2 --trace 8   # a CPU dry run
+    python benchmarks/gpu.py --tokenizer DIR --shapes 1.7b --variants a,f   # FSDP on one GPU next to plain
 
 ``DIR``: any folder with the SmolLM2 tokenizer files (``python benchmarks/gpu.py --save-tokenizer DIR`` writes one
 from the embedded model). Every trace runs to its budget (stop tokens disabled), so every variant processes
@@ -68,6 +72,7 @@ def run(shape: str, variant: str, args: argparse.Namespace) -> dict[str, float]:
     from nrt.modeling import apply_lora
     from nrt.prompts import encode_example
     from nrt.rollout import SamplingCopy
+    from nrt.sharding import shard_model
     from nrt.step import nrt_step
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -88,13 +93,18 @@ def run(shape: str, variant: str, args: argparse.Namespace) -> dict[str, float]:
               "max_answer_tokens": args.answer, "dtype": "bf16" if device.type == "cuda" else "fp32", "lora": lora}
     if variant == "a":
         over = {"sampler": "auto", "tokens_per_micro_batch": args.tokens_per_micro_batch}
+    elif variant == "f":
+        if lora:
+            raise ValueError("sharding=fsdp with lora is refused by nrt")
+        over = {"sampler": "generate", "tokens_per_micro_batch": args.tokens_per_micro_batch, "sharding": "fsdp"}
+        model = shard_model(model, device)
     else:
         over = {"sampler": "generate", "pass_structure": "reference", "prompts_per_micro_batch": args.prompts}
     cfg = load_config("nrt-ws", {**common, **over})
     saved = dict(nrt.rollout.SAMPLERS)
     nrt.rollout.SAMPLERS.update({name: _to_budget(s) for name, s in saved.items()})
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-6, fused=True)
+    optimizer = torch.optim.AdamW(params, lr=1e-6, fused=variant != "f")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     copy = SamplingCopy(model, torch.bfloat16) if variant == "a" and device.type == "cuda" else None
     rows, steps = args.prompts * args.k, []
@@ -157,7 +167,7 @@ def main() -> None:
           f"{args.answer}; median of steps 2..{args.steps}")
     header = ["step s", "sampling s", "update s", "sampling tok/s", "update TFLOP/s", "MFU %", "peak GB"]
     print(f"{'shape':8s} {'variant':30s} " + " ".join(f"{h:>14s}" for h in header), flush=True)
-    names = {"a": "nrt (auto sampler, bf16 copy)", "b": "reference + generate"}
+    names = {"a": "nrt (auto sampler, bf16 copy)", "b": "reference + generate", "f": "nrt, sharding=fsdp"}
     for shape in args.shapes.split(","):
         for variant in args.variants.split(","):
             try:
@@ -167,6 +177,8 @@ def main() -> None:
                 print(f"{shape:8s} {names[variant]:30s} out of memory", flush=True)
                 gc.collect()
                 torch.cuda.empty_cache()
+            except ValueError as exc:
+                print(f"{shape:8s} {names[variant]:30s} n/a: {exc}", flush=True)
 
 
 if __name__ == "__main__":

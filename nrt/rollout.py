@@ -37,9 +37,10 @@ class Trace:
     ended_with: int | None = None
 
 
-def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids and attention mask, so that generation continues every prompt at the same column."""
-    width = max(len(p) for p in prompts)
+def left_pad(prompts: list[list[int]], pad_id: int, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and attention mask, so that generation continues every prompt at the same column; the
+    width rounded up to a ``multiple`` (a few distinct shapes across steps instead of one per longest prompt)."""
+    width = -(-max(len(p) for p in prompts) // multiple) * multiple
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for row, prompt in enumerate(prompts):
@@ -137,7 +138,9 @@ def generate_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_tra
     from transformers import GenerationConfig
 
     device = next(model.parameters()).device
-    ids, mask = (t.repeat_interleave(num_traces, dim=0).to(device) for t in left_pad(prompts, pad_id))
+    # A static cache is compiled per shape: prompt widths in multiples of 64 keep the shapes few across steps.
+    bucket = 64 if cache_implementation == "static" else 1
+    ids, mask = (t.repeat_interleave(num_traces, dim=0).to(device) for t in left_pad(prompts, pad_id, bucket))
     config = GenerationConfig(max_new_tokens=max_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
                               top_k=0, eos_token_id=[delimiter_id, *end_ids], pad_token_id=pad_id,
                               cache_implementation=cache_implementation)

@@ -49,6 +49,8 @@ def test_split_trace_stops_at_delimiter_or_any_end():
 def test_left_pad():
     ids, mask = left_pad([[1, 2], [3]], P)
     assert ids.tolist() == [[1, 2], [P, 3]] and mask.tolist() == [[1, 1], [0, 1]]
+    ids, mask = left_pad([[1, 2], [3]], P, multiple=4)
+    assert ids.tolist() == [[P, P, 1, 2], [P, P, P, 3]] and mask.tolist() == [[0, 0, 1, 1], [0, 0, 0, 1]]
 
 
 def test_score_matches_a_plain_forward(tiny_model_dir):

@@ -59,6 +59,8 @@ def _testbed(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     results = testbed.run(out, methods=methods, seeds=seeds)
     table = testbed.table(results)
+    if "nrt-ws" in results["methods"]:
+        table += "\n\nPaired on seeds, against nrt-ws:\n\n" + testbed.paired_table(results)
     testbed.plot(results, out / "curves.png")
     minutes = (time.perf_counter() - started) / 60
     (out / "README.md").write_text(f"# nrt testbed\n\n`nrt testbed{' --quick' if args.quick else ''}`: "

@@ -248,6 +248,36 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def paired_differences(results: dict[str, Any], baseline: str = "nrt-ws",
+                       split: str = "in-dist") -> list[tuple[str, float, float, float, int]]:
+    """Each method's held-out accuracy minus ``baseline``'s on the same seeds: (method, mean difference, 95%
+    interval low, high, seeds), a t interval over the per-seed differences (seed-to-seed spread cancels in the
+    pairing as far as it is shared)."""
+    from scipy.stats import t
+
+    base = {r["seed"]: r["eval"][split]["accuracy"] for r in results["methods"][baseline]}
+    rows = []
+    for name, runs in results["methods"].items():
+        diffs = [r["eval"][split]["accuracy"] - base[r["seed"]] for r in runs if r["seed"] in base]
+        if name == baseline or not diffs:
+            continue
+        mean = statistics.mean(diffs)
+        half = t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 \
+            else float("nan")
+        rows.append((name, mean, mean - half, mean + half, len(diffs)))
+    return rows
+
+
+def paired_table(results: dict[str, Any], baseline: str = "nrt-ws") -> str:
+    """Markdown: every method against ``baseline``, paired on seeds, with the 95% interval of the difference."""
+    lines = [f"| method − {baseline} (in-dist accuracy) | mean | 95% interval | seeds | beyond the interval? |",
+             "|---|---|---|---|---|"]
+    for name, mean, low, high, n in paired_differences(results, baseline):
+        verdict = "higher" if low > 0 else "lower" if high < 0 else "no"
+        lines.append(f"| {name} | {mean:+.3f} | [{low:+.3f}, {high:+.3f}] | {n} | {verdict} |")
+    return "\n".join(lines)
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     """Reward, trace length, entropy and delimiter rate per step, every method on shared axes (seed mean)."""
     plot_curves({name: [r["metrics"] for r in runs] for name, runs in results["methods"].items()}, path)

@@ -60,3 +60,15 @@ def test_control_runs_with_and_without_the_answer_term_and_runs_go_under_runs():
     assert {"control (exact-trace reward)", "control, no answer term"} <= set(testbed.QUICK)
     args = build_parser().parse_args(["testbed", "--quick"])
     assert args.out == "runs/testbed"  # the committed results/testbed changes only when asked
+
+
+def test_paired_differences_against_the_baseline_on_the_same_seeds():
+    def runs(accuracies):
+        return [{"seed": s, "eval": {"in-dist": {"accuracy": a}}} for s, a in enumerate(accuracies)]
+
+    results = {"methods": {"nrt-ws": runs([0.5, 0.6, 0.7]), "other": runs([0.6, 0.8, 0.7])}}
+    ((name, mean, low, high, n),) = testbed.paired_differences(results)
+    # differences 0.1, 0.2, 0.0: mean 0.1, sd 0.1, t(0.975, 2) = 4.3027 -> half width 0.2484
+    assert name == "other" and n == 3 and abs(mean - 0.1) < 1e-12
+    assert abs(low - (0.1 - 0.24841)) < 1e-4 and abs(high - (0.1 + 0.24841)) < 1e-4
+    assert "| other | +0.100 | [-0.148, +0.348] | 3 | no |" in testbed.paired_table(results)

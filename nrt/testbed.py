@@ -272,9 +272,12 @@ def paired_table(results: dict[str, Any], baseline: str = "nrt-ws") -> str:
     """Markdown: every method against ``baseline``, paired on seeds, with the 95% interval of the difference."""
     lines = [f"| method − {baseline} (in-dist accuracy) | mean | 95% interval | seeds | beyond the interval? |",
              "|---|---|---|---|---|"]
+    def signed(x: float) -> str:
+        return f"{round(x, 3) + 0.0:+.3f}"  # + 0.0: no "-0.000" for a difference that rounds to zero
+
     for name, mean, low, high, n in paired_differences(results, baseline):
         verdict = "higher" if low > 0 else "lower" if high < 0 else "no"
-        lines.append(f"| {name} | {mean:+.3f} | [{low:+.3f}, {high:+.3f}] | {n} | {verdict} |")
+        lines.append(f"| {name} | {signed(mean)} | [{signed(low)}, {signed(high)}] | {n} | {verdict} |")
     return "\n".join(lines)
 
 

@@ -3,9 +3,11 @@
 training pass), (c) the same algorithm in TRL's GRPOTrainer, as a TRL user would write it (a reward function
 that scores the reference answer with separate forward passes of the policy). (a0) is (a) with glibc's
 default allocator, which returns freed memory to the OS (``nrt.host_memory``): a/a0 is the allocator's share.
+(ac) is (a) with ``chunked_logits: on`` (the GPU default): the training pass without the full logits.
 
     python benchmarks/step.py                    # a, a0, b, c interleaved over 2 rounds, default model
     python benchmarks/step.py --scaling          # (a) as K, trace length and answer length double
+    python benchmarks/step.py --variants a,ac --micro 4   # chunked logits, 4 prompts per pass
 
 Same model, prompts, K, trace and answer lengths and seed for every variant. Every trace runs to its full
 budget (stop tokens are disabled for a/b, ``min_new_tokens`` for TRL) so that all variants process the same
@@ -31,8 +33,8 @@ import torch
 
 from nrt.config import TrainConfig
 
-VARIANTS = {"a": "nrt fused step", "a0": "a, default allocator", "b": "reference three passes",
-            "c": "TRL GRPOTrainer"}
+VARIANTS = {"a": "nrt fused step", "a0": "a, default allocator", "ac": "a, chunked logits",
+            "b": "reference three passes", "c": "TRL GRPOTrainer"}
 
 
 # --------------------------------------------------------------------------------------------------- child
@@ -49,7 +51,7 @@ def _workload(policy, args):
     return examples, [type(e)(e.prompt_ids, answer_ids) for e in encoded]
 
 
-def run_nrt(args, structure: str, retain: bool) -> dict:
+def run_nrt(args, structure: str, retain: bool, chunked: bool = False) -> dict:
     from accelerate import Accelerator
 
     import nrt.rollout
@@ -64,6 +66,7 @@ def run_nrt(args, structure: str, retain: bool) -> dict:
     cfg = load_config("nrt-ws", {"num_traces": args.k, "max_trace_tokens": args.trace, "prompts_per_step": args.prompts,
                                  "prompts_per_micro_batch": args.micro, "pass_structure": structure,
                                  "max_answer_tokens": args.answer, "dtype": "fp32",
+                                 "chunked_logits": "on" if chunked else "off",
                                  "sampler": "cache" if structure == "fused" else "generate"})
     for name, sample in nrt.rollout.SAMPLERS.items():  # full-length traces: nothing ends them early
         nrt.rollout.SAMPLERS[name] = _no_stop(sample)
@@ -169,7 +172,8 @@ def child(args) -> None:
     if args.variant == "c":
         result = run_trl(args)
     else:
-        result = run_nrt(args, "reference" if args.variant == "b" else "fused", retain=args.variant == "a")
+        result = run_nrt(args, "reference" if args.variant == "b" else "fused", retain=args.variant in ("a", "ac"),
+                         chunked=args.variant == "ac")
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(result), flush=True)
 

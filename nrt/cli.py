@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -53,18 +54,25 @@ def _eval(args: argparse.Namespace) -> None:
 def _testbed(args: argparse.Namespace) -> None:
     from nrt import testbed
 
-    methods = testbed.QUICK if args.quick else list(testbed.METHODS)
+    methods = args.methods.split(",") if args.methods else testbed.QUICK if args.quick else list(testbed.METHODS)
+    unknown = [m for m in methods if m not in testbed.METHODS]
+    if unknown:
+        raise ConfigError(f"--methods: unknown {unknown}; choose from {list(testbed.METHODS)}")
     seeds = list(range(1 if args.quick else args.seeds))
+    settings = testbed.Settings() if args.eval_size is None else \
+        dataclasses.replace(testbed.Settings(), eval_size=args.eval_size)
     out = Path(args.out)
     started = time.perf_counter()
-    results = testbed.run(out, methods=methods, seeds=seeds)
+    results = testbed.run(out, methods=methods, seeds=seeds, settings=settings)
     table = testbed.table(results)
     if "nrt-ws" in results["methods"]:
         table += "\n\nPaired on seeds, against nrt-ws:\n\n" + testbed.paired_table(results)
     testbed.plot(results, out / "curves.png")
     minutes = (time.perf_counter() - started) / 60
-    (out / "README.md").write_text(f"# nrt testbed\n\n`nrt testbed{' --quick' if args.quick else ''}`: "
-                                   f"{len(seeds)} seed(s), {minutes:.1f} min.\n\n{table}\n\n![curves](curves.png)\n")
+    command = shlex.join(["nrt", *sys.argv[1:]]) if sys.argv[1:2] == ["testbed"] else "nrt testbed"
+    (out / "README.md").write_text(f"# nrt testbed\n\n`{command}`: {len(seeds)} seed(s), {settings.eval_size} "
+                                   f"held-out problems per split, {minutes:.1f} min.\n\n{table}\n\n"
+                                   "![curves](curves.png)\n")
     print(table)
     print(f"\n{minutes:.1f} min; table, curves and results.json in {out}")
 
@@ -133,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="One seed, the control (with and without the answer term) "
                    "and five methods.")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--methods", default=None, help="Comma-separated method names (default: all, or --quick's).")
+    p.add_argument("--eval-size", type=int, default=None,
+                   help="Held-out problems per split (in-dist, longer); default: the testbed's (200).")
     p.add_argument("--out", default="runs/testbed",
                    help="Output folder (the committed results are in results/testbed: pass it to replace them).")
     p.set_defaults(func=_testbed)

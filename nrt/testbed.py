@@ -156,7 +156,7 @@ def exact_trace_reward(problems_file: Path, tokenizer: Any) -> Any:
 
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "control (exact-trace reward)": ("nrt-ws", {}),
-    "control, no answer term": ("nrt-ws", {"answer_weight": 0.0}),  # the trace reward alone
+    "control (no answer term)": ("nrt-ws", {"answer_weight": 0.0}),  # the trace reward alone
     "sft": ("sft", {}),
     "jepo": ("jepo", {}),
     "verifree": ("verifree", {}),
@@ -169,7 +169,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "nrt-ws no answer term": ("nrt-ws", {"answer_weight": 0.0}),
 }
 CURVE_KEYS = ("step", "reward_raw_mean", "trace_len_mean", "trace_entropy", "delimiter_rate", "answer_nll_gain")
-QUICK = ["control (exact-trace reward)", "control, no answer term", "sft", "rlpr", "nrt-gm", "nrt-ws",
+QUICK = ["control (exact-trace reward)", "control (no answer term)", "sft", "rlpr", "nrt-gm", "nrt-ws",
          "nrt-ws no answer term"]
 
 

@@ -56,8 +56,8 @@ def test_reduced_testbed_positive_control_learns(tmp_path, monkeypatch):
 def test_control_runs_with_and_without_the_answer_term_and_runs_go_under_runs():
     from nrt.cli import build_parser
 
-    assert testbed.METHODS["control, no answer term"] == ("nrt-ws", {"answer_weight": 0.0})
-    assert {"control (exact-trace reward)", "control, no answer term"} <= set(testbed.QUICK)
+    assert testbed.METHODS["control (no answer term)"] == ("nrt-ws", {"answer_weight": 0.0})
+    assert {"control (exact-trace reward)", "control (no answer term)"} <= set(testbed.QUICK)
     args = build_parser().parse_args(["testbed", "--quick"])
     assert args.out == "runs/testbed"  # the committed results/testbed changes only when asked
 
@@ -72,3 +72,10 @@ def test_paired_differences_against_the_baseline_on_the_same_seeds():
     assert name == "other" and n == 3 and abs(mean - 0.1) < 1e-12
     assert abs(low - (0.1 - 0.24841)) < 1e-4 and abs(high - (0.1 + 0.24841)) < 1e-4
     assert "| other | +0.100 | [-0.148, +0.348] | 3 | no |" in testbed.paired_table(results)
+
+
+def test_testbed_cli_names_an_unknown_method(capsys):
+    from nrt.cli import main
+
+    assert main(["testbed", "--methods", "nrt-ws,nope", "--seeds", "1"]) == 2
+    assert "--methods: unknown ['nope']" in capsys.readouterr().err

@@ -77,9 +77,12 @@ class Policy:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     delimiter_id: int
-    end_id: int
     pad_id: int
     end_ids: tuple[int, ...]
+
+    @property
+    def end_id(self) -> int:
+        return self.end_ids[0]
 
 
 def end_of_turn_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
@@ -142,7 +145,7 @@ def prepare_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, d
     delimiter_id = add_delimiter(model, tokenizer, delimiter)
     end_ids = end_of_turn_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_ids[0]
-    return Policy(model, tokenizer, delimiter_id, end_ids[0], pad_id, end_ids)
+    return Policy(model, tokenizer, delimiter_id, pad_id, end_ids)
 
 
 def apply_lora(model: PreTrainedModel, r: int, alpha: int, dropout: float, targets: list[str],

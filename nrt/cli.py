@@ -59,20 +59,21 @@ def _testbed(args: argparse.Namespace) -> None:
     if unknown:
         raise ConfigError(f"--methods: unknown {unknown}; choose from {list(testbed.METHODS)}")
     seeds = list(range(1 if args.quick else args.seeds))
-    settings = testbed.Settings() if args.eval_size is None else \
-        dataclasses.replace(testbed.Settings(), eval_size=args.eval_size)
+    settings = testbed.Settings(variant=args.variant)
+    if args.eval_size is not None:
+        settings = dataclasses.replace(settings, eval_size=args.eval_size)
     out = Path(args.out)
     started = time.perf_counter()
-    results = testbed.run(out, methods=methods, seeds=seeds, settings=settings)
+    results = testbed.run(out, methods=methods, seeds=seeds, settings=settings, workers=args.workers)
     table = testbed.table(results)
     if "nrt-ws" in results["methods"]:
         table += "\n\nPaired on seeds, against nrt-ws:\n\n" + testbed.paired_table(results)
     testbed.plot(results, out / "curves.png")
     minutes = (time.perf_counter() - started) / 60
     command = shlex.join(["nrt", *sys.argv[1:]]) if sys.argv[1:2] == ["testbed"] else "nrt testbed"
-    (out / "README.md").write_text(f"# nrt testbed\n\n`{command}`: {len(seeds)} seed(s), {settings.eval_size} "
-                                   f"held-out problems per split, {minutes:.1f} min.\n\n{table}\n\n"
-                                   "![curves](curves.png)\n")
+    (out / "README.md").write_text(f"# nrt testbed ({settings.variant})\n\n`{command}`: {len(seeds)} seed(s), "
+                                   f"{settings.eval_size} held-out problems per split, {minutes:.1f} min.\n\n"
+                                   f"{table}\n\n![curves](curves.png)\n")
     print(table)
     print(f"\n{minutes:.1f} min; table, curves and results.json in {out}")
 
@@ -96,6 +97,8 @@ def _data(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from nrt.testbed import VARIANTS
+
     parser = argparse.ArgumentParser(prog="nrt", description="Native Reasoning Training: teach a causal LM to "
                                      "reason from question-answer pairs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
@@ -144,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=None, help="Comma-separated method names (default: all, or --quick's).")
     p.add_argument("--eval-size", type=int, default=None,
                    help="Held-out problems per split (in-dist, longer); default: the testbed's (200).")
+    p.add_argument("--variant", default="base", choices=list(VARIANTS),
+                   help="How the answer is written (testbed.VARIANTS): base (one hard token), format (19 easy "
+                   "tokens, one hard), noise (8 unpredictable tokens), long (56), middle (two hard tokens), "
+                   "shortcut (24 unpredictable tokens; the start often answers without a trace).")
+    p.add_argument("--workers", type=int, default=1, help="Trainings at once, one thread each (2 on a 2-core "
+                   "machine: ~3x sooner than one process); a finished run is kept, so an interrupted grid resumes.")
     p.add_argument("--out", default="runs/testbed",
                    help="Output folder (the committed results are in results/testbed: pass it to replace them).")
     p.set_defaults(func=_testbed)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import shutil
 import statistics
 import time
 from dataclasses import dataclass
@@ -40,6 +41,54 @@ CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }} {% endfor %}{% if add
 
 
 @dataclass(frozen=True)
+class Variant:
+    """How the answer is written and what the warm start shows. Each variant is built so that the aggregations'
+    formulas predict different outcomes (the predictions: results/testbed-variants/README.md)."""
+
+    prefix: tuple[str, ...] = ("the", "answer", "is")  # easy format tokens before the value
+    middle: bool = False  # also state the value halfway through the chain: a second, easier hard token
+    noise: int = 0  # digits after the answer drawn independently of the question: no trace can predict them
+    empty_trace_rate: float = 0.0  # warm-start examples without a trace: the start can answer without thinking
+
+    def answer(self, value: int, middle: int, noise: list[int]) -> str:
+        words = [*self.prefix, str(value)]
+        if self.middle:
+            words += ["and", "the", "middle", "is", str(middle)]
+        words.append(".")
+        if self.noise:
+            words += ["code", *map(str, noise)]
+        return " ".join(words)
+
+    def hard_positions(self) -> list[int]:
+        """Word positions of the values in the answer: what accuracy is scored on."""
+        return [len(self.prefix)] + ([len(self.prefix) + 5] if self.middle else [])
+
+    def answer_tokens(self) -> int:
+        return len(self.answer(0, 0, [0] * self.noise).split())
+
+    def score(self, prediction: str, example: Any) -> float:
+        """1 if every value in the answer is right (the format and the unpredictable digits are not scored)."""
+        words, reference = prediction.split(), example.answer.split()
+        return float(all(i < len(words) and words[i] == reference[i] for i in self.hard_positions()))
+
+    def words(self) -> list[str]:
+        """Answer words beyond the base vocabulary, in a fixed order (the base variant adds none)."""
+        extra = [*self.prefix, *(["and", "middle"] if self.middle else []), *(["code"] if self.noise else [])]
+        return list(dict.fromkeys(w for w in extra if w not in FORMAT_WORDS))
+
+
+LONG_PREFIX = "so after every step of this chain of operations the value that we reach at its very end is"
+VARIANTS = {
+    "base": Variant(),  # one hard token among four easy ones
+    "format": Variant(prefix=tuple(LONG_PREFIX.split())),  # 19 easy tokens, one hard
+    "noise": Variant(noise=8),  # one hard token and 8 unpredictable ones
+    "long": Variant(noise=56),  # 56 unpredictable tokens: log P(answer) < -103, below float32's smallest exp
+    "middle": Variant(middle=True),  # two hard tokens of different difficulty
+    "shortcut": Variant(noise=24, empty_trace_rate=0.5),  # the start answers half the time without a trace
+}
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything that defines the testbed; the start checkpoint is cached per distinct value."""
 
@@ -55,35 +104,40 @@ class Settings:
     rl_k: int = 8
     rl_lr: float = 2e-4  # 5e-5 moved nothing in 40-100 steps; 5e-4 was no better than 2e-4
     eval_size: int = 200
+    variant: str = "base"
 
     def key(self) -> str:
         return hashlib.sha256(repr(self).encode()).hexdigest()[:12]
 
 
-def make_problem(rng: random.Random, n_ops: int) -> dict[str, str]:
+def make_problem(rng: random.Random, n_ops: int, variant: Variant = VARIANTS["base"]) -> dict[str, str]:
     value = rng.randrange(10)
-    question, trace = [str(value)], []
+    question, values = [str(value)], []
     for _ in range(n_ops):
         op, digit = rng.choice(sorted(OPS)), rng.randrange(10)
         value = OPS[op](value, digit)
         question += [op, str(digit)]
-        trace.append(str(value))
-    return {"question": " ".join(question), "trace": " ".join(trace), "answer": f"the answer is {value} ."}
+        values.append(value)
+    noise = [rng.randrange(10) for _ in range(variant.noise)]
+    return {"question": " ".join(question), "trace": " ".join(map(str, values)),
+            "answer": variant.answer(value, values[(n_ops - 1) // 2], noise)}
 
 
-def write_problems(path: Path, n: int, ops: tuple[int, int], seed: int) -> Path:
+def write_problems(path: Path, n: int, ops: tuple[int, int], seed: int,
+                   variant: Variant = VARIANTS["base"]) -> Path:
     rng = random.Random(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(make_problem(rng, rng.randint(*ops))) + "\n" for _ in range(n)))
+    path.write_text("".join(json.dumps(make_problem(rng, rng.randint(*ops), variant)) + "\n" for _ in range(n)))
     return path
 
 
-def build_tokenizer() -> Any:
+def build_tokenizer(variant: Variant = VARIANTS["base"]) -> Any:
     """A word-level tokenizer over digits, operators and the answer's words, with a chat template."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {w: i for i, w in enumerate([*SPECIALS, *map(str, range(10)), *OPS, "=", *FORMAT_WORDS])}
+    words = [*SPECIALS, *map(str, range(10)), *OPS, "=", *FORMAT_WORDS, *variant.words()]
+    vocab = {w: i for i, w in enumerate(words)}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", pad_token="<pad>",
@@ -98,7 +152,7 @@ def encode_problem(tokenizer: Any, problem: dict[str, str]) -> tuple[list[int], 
     from nrt.prompts import encode_example
 
     example = Example([{"role": "user", "content": problem["question"]}], problem["answer"], "testbed")
-    enc = encode_example(tokenizer, example, system_prompt=None, max_answer_tokens=16)
+    enc = encode_example(tokenizer, example, system_prompt=None, max_answer_tokens=128)
     return enc.prompt_ids, tokenizer(problem["trace"], add_special_tokens=False).input_ids, enc.answer_ids
 
 
@@ -113,7 +167,8 @@ def start_checkpoint(settings: Settings, seed: int = 0) -> Path:
     if (folder / "config.json").is_file():
         return folder
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer()
+    variant = VARIANTS[settings.variant]
+    tokenizer = build_tokenizer(variant)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=settings.hidden, intermediate_size=4 * settings.hidden,
                          num_hidden_layers=settings.layers, num_attention_heads=4, num_key_value_heads=4,
                          max_position_embeddings=128, tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
@@ -123,8 +178,9 @@ def start_checkpoint(settings: Settings, seed: int = 0) -> Path:
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.warm_lr, weight_decay=0.01)
     rng = random.Random(seed + 12345)
     for _ in range(settings.warm_steps):
-        problems = [make_problem(rng, rng.randint(*settings.warm_ops)) for _ in range(64)]
-        samples = [Sample(prompt, trace, True, answer)
+        problems = [make_problem(rng, rng.randint(*settings.warm_ops), variant) for _ in range(64)]
+        samples = [Sample(prompt, [] if variant.empty_trace_rate and rng.random() < variant.empty_trace_rate
+                          else trace, True, answer)
                    for prompt, trace, answer in (encode_problem(tokenizer, p) for p in problems)]
         batch = assemble(samples, delimiter, tokenizer.eos_token_id, tokenizer.pad_token_id)
         targets = batch.trace_mask.clone()
@@ -174,51 +230,90 @@ QUICK = ["control (exact-trace reward)", "control (no answer term)", "sft", "rlp
 
 
 def evaluate_files(model_dir: Path, files: dict[str, Path], settings: Settings) -> dict[str, dict[str, float]]:
-    from nrt.evaluate import evaluate_task, load_task
+    """Greedy think-then-answer on each file; accuracy counts the answer's values (``Variant.score``)."""
+    from nrt.data import load_examples
+    from nrt.evaluate import Task, evaluate_task
     from nrt.modeling import load_policy
 
     policy = load_policy(str(model_dir))
+    variant = VARIANTS[settings.variant]
     out = {}
     for name, path in files.items():
-        r = evaluate_task(policy, load_task(str(path), limit=settings.eval_size), max_trace_tokens=12,
-                          max_answer_tokens=8, batch_size=100)
+        task = Task(name, load_examples(str(path)).examples[:settings.eval_size], variant.score)
+        r = evaluate_task(policy, task, max_trace_tokens=12, max_answer_tokens=variant.answer_tokens() + 2,
+                          batch_size=100)
         out[name] = {"accuracy": r.accuracy, "trace_len": r.trace_len_mean, "delimiter_rate": r.delimiter_rate}
     return out
 
 
-def run(out_dir: Path, *, methods: list[str], seeds: list[int], settings: Settings = Settings()) -> dict[str, Any]:
-    """Train every method for every seed from the cached start; evaluate; return all figures."""
+def run_one(out_dir: Path, name: str, seed: int, settings: Settings) -> dict[str, Any]:
+    """Train ``name`` with ``seed`` from the cached start and evaluate it; a finished run is read back, so an
+    interrupted grid resumes after its last finished run."""
     from nrt import load_config, train
     from nrt.modeling import load_policy
 
-    data_dir = out_dir / "data"
-    train_file = write_problems(data_dir / "train.jsonl", 2000, settings.train_ops, seed=1)
-    files = {"in-dist": write_problems(data_dir / "test_in.jsonl", settings.eval_size, settings.train_ops, seed=2),
-             "longer": write_problems(data_dir / "test_long.jsonl", settings.eval_size, settings.long_ops, seed=3)}
-    start = start_checkpoint(settings)
-    results: dict[str, Any] = {"settings": repr(settings), "start": evaluate_files(start, files, settings),
-                               "methods": {}}
-    tokenizer = load_policy(str(start)).tokenizer
-    control_reward = exact_trace_reward(train_file, tokenizer)
-    for name in methods:
-        preset, extra = METHODS[name]
-        runs = []
-        for seed in seeds:
-            run_dir = out_dir / "runs" / f"{name.replace(' ', '_')}-seed{seed}"
-            cfg = load_config(preset, {
-                "model": str(start), "data": str(train_file), "output_dir": str(run_dir), "seed": seed,
-                "steps": settings.rl_steps, "prompts_per_step": settings.rl_prompts,
-                "prompts_per_micro_batch": settings.rl_prompts, "num_traces": 1 if preset == "sft" else settings.rl_k,
-                "max_trace_tokens": settings.train_ops[1] + 2, "max_answer_tokens": 8, "max_prompt_tokens": 32,
-                "lr": settings.rl_lr,
-                "dtype": "fp32", "tensorboard": False, "progress": False, "samples_per_step": 2, **extra})
-            started = time.perf_counter()
-            result = train(cfg, reward_fn=control_reward if name.startswith("control") else None)
-            minutes = (time.perf_counter() - started) / 60
-            curves = [{key: m[key] for key in CURVE_KEYS} for m in result.metrics]
-            runs.append({"seed": seed, "minutes": minutes, "metrics": curves,
-                         "eval": evaluate_files(result.checkpoint / "model", files, settings)})
-        results["methods"][name] = runs
+    variant, data_dir = VARIANTS[settings.variant], out_dir / "data"
+    run_dir = out_dir / "runs" / f"{name.replace(' ', '_')}-seed{seed}"
+    record = run_dir / "testbed.json"
+    if record.is_file() and json.loads(record.read_text())["settings"] == repr(settings):
+        return json.loads(record.read_text())["run"]
+    shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts over
+    start, train_file = start_checkpoint(settings), data_dir / "train.jsonl"
+    preset, extra = METHODS[name]
+    cfg = load_config(preset, {
+        "model": str(start), "data": str(train_file), "output_dir": str(run_dir), "seed": seed,
+        "steps": settings.rl_steps, "prompts_per_step": settings.rl_prompts,
+        "prompts_per_micro_batch": settings.rl_prompts, "num_traces": 1 if preset == "sft" else settings.rl_k,
+        "max_trace_tokens": settings.train_ops[1] + 2, "max_answer_tokens": variant.answer_tokens(),
+        "max_prompt_tokens": 32, "lr": settings.rl_lr, "dtype": "fp32", "tensorboard": False, "progress": False,
+        "samples_per_step": 2, **extra})
+    reward_fn = exact_trace_reward(train_file, load_policy(str(start)).tokenizer) if name.startswith("control") \
+        else None
+    started = time.perf_counter()
+    result = train(cfg, reward_fn=reward_fn)
+    minutes = (time.perf_counter() - started) / 60
+    out = {"seed": seed, "minutes": minutes, "metrics": [{key: m[key] for key in CURVE_KEYS} for m in result.metrics],
+           "eval": evaluate_files(result.checkpoint / "model", _eval_files(data_dir), settings)}
+    record.write_text(json.dumps({"settings": repr(settings), "run": out}))
+    return out
+
+
+def _eval_files(data_dir: Path) -> dict[str, Path]:
+    return {"in-dist": data_dir / "test_in.jsonl", "longer": data_dir / "test_long.jsonl"}
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def run(out_dir: Path, *, methods: list[str], seeds: list[int], settings: Settings = Settings(),
+        workers: int = 1) -> dict[str, Any]:
+    """Train every method for every seed from the cached start; evaluate; return all figures.
+
+    ``workers > 1`` runs that many trainings at once, each on one thread: on this 2-core machine one run on
+    one thread took 26 s where the same run on two threads took 47 s (the ~0.2M-parameter model cannot keep
+    two threads busy), so two one-thread workers finish a grid about 3x sooner than one process.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    variant, data_dir = VARIANTS[settings.variant], out_dir / "data"
+    write_problems(data_dir / "train.jsonl", 2000, settings.train_ops, seed=1, variant=variant)
+    write_problems(data_dir / "test_in.jsonl", settings.eval_size, settings.train_ops, seed=2, variant=variant)
+    write_problems(data_dir / "test_long.jsonl", settings.eval_size, settings.long_ops, seed=3, variant=variant)
+    start = start_checkpoint(settings)  # built once, before any worker needs it
+    jobs = [(name, seed) for name in methods for seed in seeds]
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
+            done = list(pool.map(run_one, *zip(*[(out_dir, name, seed, settings) for name, seed in jobs],
+                                               strict=True)))
+    else:
+        done = [run_one(out_dir, name, seed, settings) for name, seed in jobs]
+    results: dict[str, Any] = {"settings": repr(settings),
+                               "start": evaluate_files(start, _eval_files(data_dir), settings),
+                               "methods": {name: [] for name in methods}}
+    for (name, _), one in zip(jobs, done, strict=True):
+        results["methods"][name].append(one)
     (out_dir / "results.json").write_text(json.dumps(results))
     return results
 

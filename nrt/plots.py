@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 CURVES = [("reward_raw_mean", "raw reward"), ("trace_len_mean", "trace length (tokens)"),
-          ("trace_entropy", "trace entropy (per token)"), ("delimiter_rate", "delimiter rate")]
+          ("trace_entropy", "trace entropy (per token)"), ("delimiter_rate", "delimiter rate"),
+          ("answer_nll_gain", "answer NLL gain (nats/token)")]
 
 
 def plot_curves(runs_by_method: dict[str, list[list[dict[str, Any]]]], path: Path) -> None:

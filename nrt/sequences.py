@@ -245,3 +245,17 @@ def score(model: torch.nn.Module, batch: SequenceBatch, *, entropy: bool = True,
         end_logp=logp.gather(1, batch.end_index[:, None]).squeeze(1),
         trace_entropy=torch.stack(ent).detach(),
     )
+
+
+def worked_trace_nll(model: torch.nn.Module, samples: list[Sample], delimiter_id: int, end_id: int,
+                     pad_id: int) -> Tensor:
+    """Mean NLL per token of the trace, the delimiter, the answer and the end of turn (not the prompt).
+
+    Supervised teaching of worked traces: the warm starts of the testbed and of the real-model experiment,
+    scored by the same code as training so that the sequences they teach are exactly those NRT samples.
+    """
+    batch = assemble(samples, delimiter_id, end_id, pad_id).to(next(model.parameters()).device)
+    targets = batch.trace_mask.clone()
+    targets.scatter_(1, batch.answer_index, batch.answer_mask, reduce="add")
+    targets.scatter_(1, batch.end_index[:, None], True)
+    return -(score(model, batch, entropy=False).logp * targets).sum() / targets.sum()

@@ -161,7 +161,7 @@ def start_checkpoint(settings: Settings, seed: int = 0) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from nrt.modeling import add_delimiter
-    from nrt.sequences import Sample, assemble, score
+    from nrt.sequences import Sample, worked_trace_nll
 
     folder = cache_dir() / "testbed" / f"start-{settings.key()}-{seed}"
     if (folder / "config.json").is_file():
@@ -182,12 +182,7 @@ def start_checkpoint(settings: Settings, seed: int = 0) -> Path:
         samples = [Sample(prompt, [] if variant.empty_trace_rate and rng.random() < variant.empty_trace_rate
                           else trace, True, answer)
                    for prompt, trace, answer in (encode_problem(tokenizer, p) for p in problems)]
-        batch = assemble(samples, delimiter, tokenizer.eos_token_id, tokenizer.pad_token_id)
-        targets = batch.trace_mask.clone()
-        targets.scatter_(1, batch.answer_index, batch.answer_mask, reduce="add")
-        targets.scatter_(1, batch.end_index[:, None], True)
-        loss = -(score(model, batch, entropy=False).logp * targets).sum() / targets.sum()
-        loss.backward()
+        worked_trace_nll(model, samples, delimiter, tokenizer.eos_token_id, tokenizer.pad_token_id).backward()
         optimizer.step()
         optimizer.zero_grad()
     tmp = folder.with_name(folder.name + ".tmp")
@@ -363,14 +358,14 @@ def paired_differences(results: dict[str, Any], baseline: str = "nrt-ws",
     return rows
 
 
-def paired_table(results: dict[str, Any], baseline: str = "nrt-ws") -> str:
+def paired_table(results: dict[str, Any], baseline: str = "nrt-ws", split: str = "in-dist") -> str:
     """Markdown: every method against ``baseline``, paired on seeds, with the 95% interval of the difference."""
-    lines = [f"| method − {baseline} (in-dist accuracy) | mean | 95% interval | seeds | beyond the interval? |",
+    lines = [f"| method − {baseline} ({split} accuracy) | mean | 95% interval | seeds | beyond the interval? |",
              "|---|---|---|---|---|"]
     def signed(x: float) -> str:
         return f"{round(x, 3) + 0.0:+.3f}"  # + 0.0: no "-0.000" for a difference that rounds to zero
 
-    for name, mean, low, high, n in paired_differences(results, baseline):
+    for name, mean, low, high, n in paired_differences(results, baseline, split):
         verdict = "higher" if low > 0 else "lower" if high < 0 else "no"
         lines.append(f"| {name} | {signed(mean)} | [{signed(low)}, {signed(high)}] | {n} | {verdict} |")
     return "\n".join(lines)

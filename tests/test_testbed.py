@@ -1,7 +1,11 @@
 """The testbed's task, tokenizer and positive-control reward; and the reduced testbed: the control learns."""
 
 import json
+import math
 import random
+
+import pytest
+import torch
 
 from nrt import testbed
 from nrt.sequences import Sample
@@ -40,11 +44,16 @@ def test_exact_trace_reward(tmp_path):
 
 
 def test_reduced_testbed_positive_control_learns(tmp_path, monkeypatch):
-    """A real learning test of the trainer: the verifiable-reward control must beat its start clearly."""
+    """A real learning test of the trainer: the verifiable-reward control must beat its start clearly. Two
+    one-thread workers (``--workers 2``) each train one run; a second call reads the finished runs back."""
     monkeypatch.setenv("NRT_CACHE", str(tmp_path / "cache"))
-    results = testbed.run(tmp_path / "tb", methods=["control (exact-trace reward)"], seeds=[0])
+    methods = ["control (exact-trace reward)", "sft"]
+    results = testbed.run(tmp_path / "tb", methods=methods, seeds=[0], workers=2)
     start = results["start"]["in-dist"]["accuracy"]
     (run,) = results["methods"]["control (exact-trace reward)"]
+    assert results["methods"]["sft"][0]["metrics"][0]["trace_len_mean"] == 0  # each method got its own run
+    monkeypatch.setattr("nrt.train", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    assert testbed.run(tmp_path / "tb", methods=methods, seeds=[0]) == results
     after = run["eval"]["in-dist"]["accuracy"]
     assert 0.2 < start < 0.7  # the start writes traces and leaves room to improve
     assert after > start + 0.05, (start, after)  # observed: 0.405 -> 0.55 (3 seeds, spread 0.005)
@@ -79,3 +88,55 @@ def test_testbed_cli_names_an_unknown_method(capsys):
 
     assert main(["testbed", "--methods", "nrt-ws,nope", "--seeds", "1"]) == 2
     assert "--methods: unknown ['nope']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", list(testbed.VARIANTS))
+def test_each_variant_writes_its_answer_in_its_own_words(name):
+    variant = testbed.VARIANTS[name]
+    problem = testbed.make_problem(random.Random(0), 4, variant)
+    words = problem["answer"].split()
+    values = problem["trace"].split()
+    assert len(words) == variant.answer_tokens()
+    assert words[variant.hard_positions()[0]] == values[-1]  # the final value
+    if variant.middle:
+        assert words[variant.hard_positions()[1]] == values[1]  # halfway through 4 operations
+    tok = testbed.build_tokenizer(variant)
+    ids = tok(problem["answer"], add_special_tokens=False).input_ids
+    assert len(ids) == len(words) and tok.unk_token_id not in ids
+
+
+def test_the_base_variant_keeps_the_committed_tasks_problems_and_vocabulary():
+    """results/testbed was made before variants existed: the base variant must reproduce its data exactly."""
+    assert testbed.make_problem(random.Random(0), 3) == {"question": "6 + 0 + 8 + 6", "trace": "6 4 0",
+                                                         "answer": "the answer is 0 ."}
+    assert len(testbed.build_tokenizer()) == 21
+
+
+def test_variant_accuracy_scores_the_values_not_the_unpredictable_digits():
+    from nrt.data import Example
+
+    def example(answer):
+        return Example([{"role": "user", "content": "q"}], answer, "testbed")
+
+    noise, middle = testbed.VARIANTS["noise"], testbed.VARIANTS["middle"]
+    ref = example("the answer is 7 . code 1 2 3 4 5 6 7 8")
+    assert noise.score("the answer is 7 . code 9 9 9 9 9 9 9 9", ref) == 1.0
+    assert noise.score("the answer is 6 . code 1 2 3 4 5 6 7 8", ref) == 0.0
+    assert noise.score("the answer", ref) == 0.0
+    ref = example("the answer is 7 and the middle is 3 .")
+    assert middle.score("the answer is 7 and the middle is 3 .", ref) == 1.0
+    assert middle.score("the answer is 7 and the middle is 4 .", ref) == 0.0
+
+
+def test_the_long_variants_product_is_exactly_zero_in_float32():
+    """The premise of the 'long' variant: 56 digits at c = 0.1 and one at 0.9 put log P(answer) near -130,
+    below float32's smallest exp, so VeriFree's reward and its derived token reward vanish."""
+    variant = testbed.VARIANTS["long"]
+    logp = torch.full((1, variant.answer_tokens()), math.log(0.1))
+    logp[0, :variant.hard_positions()[0] + 2] = math.log(0.9)
+    from nrt.rewards import aggregate
+
+    reward, token_reward = aggregate("prob", logp, torch.ones_like(logp, dtype=torch.bool))
+    assert reward.item() == 0.0 and token_reward.abs().sum().item() == 0.0
+    reward, _ = aggregate("geometric_mean", logp, torch.ones_like(logp, dtype=torch.bool))
+    assert reward.item() > 0.1

@@ -1,0 +1,269 @@
+"""A real language model whose traces can help (issue 14, part 2): every method from one warm start.
+
+    python experiments/real_model.py                      # everything; resumes after the last finished stage
+    python experiments/real_model.py --quick --model DIR  # 2 steps, 8 problems: checks the pipeline (minutes)
+
+1. Warm start (supervised, minutes): the model (default SmolLM2-135M-Instruct) is taught to write 3-digit
+   additions column by column (``7+9=16, write 6 carry 1. 4+8+1=13, write 3 carry 1. 3+5+1=9, write 9.``),
+   then the delimiter, then the sum. Every ``warm_eval_every`` steps it is evaluated (greedy, think then
+   answer, ``warm_eval`` held-out problems); the first checkpoint at or above ``warm_target`` is every method's
+   start, so the start is still often wrong (NRT.md: 0.33 after 20 steps, 0.50-0.61 after 32).
+2. Each method trains on question-answer pairs only (the trace is never shown) with the same data, budget,
+   learning rate and seeds; the positive control (nrt-ws's recipe) is rewarded 1 when the digits its sampled
+   trace writes give the reference sum, else 0: a verifier.
+3. Every trained model is evaluated greedily, think then answer, on held-out 3-digit problems and on 4-digit
+   ones (harder: one more column).
+
+Written to ``--out``: README.md (the table, each method against nrt-ws paired on seeds with a 95% interval,
+the command, the commit, the wall time), curves.png (reward, trace length, entropy, delimiter rate, answer
+NLL gain per step), results.json. Runs go to ``--runs``; a finished stage is read back, not redone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nrt.data import Example
+from nrt.plots import plot_curves
+from nrt.testbed import paired_table
+
+CONTROL = "control (verified trace)"
+SEEDS = {"sft": 2, "verifree": 2, "rlpr": 3, "jepo": 2, "nrt-gm": 2, "nrt-ws": 3, CONTROL: 3}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The same for every method; nothing here is tuned per method."""
+
+    warm_lr: float = 2e-4
+    warm_batch: int = 16
+    warm_max_steps: int = 80
+    warm_eval_every: int = 4
+    warm_eval: int = 100
+    warm_target: float = 0.30
+    steps: int = 20
+    prompts_per_step: int = 8
+    num_traces: int = 8
+    lr: float = 1e-5
+    max_trace_tokens: int = 96
+    eval_size: int = 400
+
+
+QUICK = Budget(warm_max_steps=2, warm_eval_every=1, warm_eval=4, steps=2, prompts_per_step=2, num_traces=2,
+               max_trace_tokens=24, eval_size=8)
+
+
+def column_problem(rng: random.Random, digits: int) -> dict[str, str]:
+    """``a + b`` with ``digits`` digits each, its column-by-column trace and its sum."""
+    a, b = (rng.randrange(10 ** (digits - 1), 10 ** digits) for _ in range(2))
+    steps, carry = [], 0
+    for x, y in zip(reversed(str(a)), reversed(str(b)), strict=True):
+        total = int(x) + int(y) + carry
+        terms = f"{x}+{y}" + (f"+{carry}" if carry else "")
+        last = len(steps) == digits - 1
+        carry = 0 if last else total // 10
+        steps.append(f"{terms}={total}, write {total if last else total % 10}" + (f" carry {carry}" if carry else "")
+                     + ".")
+    return {"question": f"What is {a} + {b}?", "trace": " ".join(steps), "answer": str(a + b)}
+
+
+def trace_sum(trace: str) -> str | None:
+    """The number a column trace writes (its ``write`` digits, last column first), or None if it writes none."""
+    written = re.findall(r"write (\d+)", trace)
+    return "".join(reversed(written)) or None
+
+
+def write_problems(path: Path, n: int, digits: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(column_problem(rng, digits)) + "\n" for _ in range(n)))
+    return path
+
+
+def examples(path: Path, limit: int) -> list[Example]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()[:limit]]
+    return [Example([{"role": "user", "content": r["question"]}], r["answer"], str(path)) for r in rows]
+
+
+def accuracy(policy: Any, path: Path, budget: Budget) -> dict[str, float]:
+    from nrt.evaluate import Task, evaluate_task
+    from nrt.scoring import exact_match
+
+    r = evaluate_task(policy, Task(path.stem, examples(path, budget.eval_size), exact_match),
+                      max_trace_tokens=budget.max_trace_tokens, max_answer_tokens=8, batch_size=50)
+    return {"accuracy": r.accuracy, "trace_len": r.trace_len_mean, "delimiter_rate": r.delimiter_rate}
+
+
+def warm_start(model: str, budget: Budget, runs: Path, held_out: Path) -> tuple[Path, list[dict[str, float]]]:
+    """Teach worked column traces until the first held-out evaluation at or above ``warm_target``."""
+    from nrt.modeling import load_policy
+    from nrt.prompts import encode_example
+    from nrt.sequences import Sample, worked_trace_nll
+    from nrt.trainer import use_bf16
+
+    folder, log = runs / "warm-start", runs / "warm-start.json"
+    if log.is_file():
+        return folder, json.loads(log.read_text())
+    torch.manual_seed(0)
+    policy = load_policy(model)
+    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=budget.warm_lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 10))
+    rng, history = random.Random(4), []
+    warm_eval = replace(budget, eval_size=budget.warm_eval)
+    for step in range(1, budget.warm_max_steps + 1):
+        policy.model.train()
+        samples = []
+        for _ in range(budget.warm_batch):
+            p = column_problem(rng, 3)
+            example = Example([{"role": "user", "content": p["question"]}], p["answer"], "warm start")
+            enc = encode_example(policy.tokenizer, example, system_prompt=None, max_answer_tokens=16)
+            trace = policy.tokenizer(p["trace"], add_special_tokens=False).input_ids
+            samples.append(Sample(enc.prompt_ids, trace, True, enc.answer_ids))
+        with torch.autocast("cpu", torch.bfloat16, enabled=use_bf16("auto")):
+            loss = worked_trace_nll(policy.model, samples, policy.delimiter_id, policy.end_id, policy.pad_id)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        if step % budget.warm_eval_every == 0 or step == budget.warm_max_steps:
+            policy.model.eval()
+            history.append({"step": step, "loss": loss.item(), **accuracy(policy, held_out, warm_eval)})
+            print(f"[{time.strftime('%H:%M')}] warm start step {step}: {history[-1]}", flush=True)
+            if history[-1]["accuracy"] >= budget.warm_target:
+                break
+    policy.model.save_pretrained(folder)
+    policy.tokenizer.save_pretrained(folder)
+    log.write_text(json.dumps(history))
+    return folder, history
+
+
+def verified_trace_reward(train_file: Path, tokenizer: Any) -> Any:
+    """The positive control's verifier: 1 if the sampled trace writes the reference sum, else 0."""
+    from nrt.prompts import encode_example
+
+    reference = {}
+    for example in examples(train_file, 10 ** 9):
+        prompt = encode_example(tokenizer, example, system_prompt=None, max_answer_tokens=16).prompt_ids
+        reference[tuple(prompt)] = example.answer
+
+    def reward(samples: list) -> torch.Tensor:
+        return torch.tensor([float(trace_sum(tokenizer.decode(s.trace_ids)) == reference[tuple(s.prompt_ids)])
+                             for s in samples])
+
+    return reward
+
+
+def run_method(name: str, seed: int, start: Path, budget: Budget, runs: Path, data: Path) -> dict[str, Any]:
+    """Train ``name`` with ``seed`` from the warm start and evaluate it, unless that finished before."""
+    from nrt import load_config, train
+    from nrt.modeling import load_policy
+
+    run_dir = runs / f"{name.replace(' ', '_')}-seed{seed}"
+    record = run_dir / "record.json"
+    if record.is_file():
+        return json.loads(record.read_text())
+    shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts over
+    print(f"[{time.strftime('%H:%M')}] train {name} seed {seed}", flush=True)
+    preset = "nrt-ws" if name == CONTROL else name
+    cfg = load_config(preset, {
+        "model": str(start), "data": str(data / "train.jsonl"), "output_dir": str(run_dir), "seed": seed,
+        "steps": budget.steps, "prompts_per_step": budget.prompts_per_step,
+        **({} if preset == "sft" else {"num_traces": budget.num_traces}),
+        "max_trace_tokens": budget.max_trace_tokens, "max_answer_tokens": 8, "lr": budget.lr,
+        "tensorboard": False, "progress": False})
+    tokenizer = load_policy(str(start)).tokenizer
+    started = time.perf_counter()
+    result = train(cfg, reward_fn=verified_trace_reward(data / "train.jsonl", tokenizer) if name == CONTROL else None)
+    minutes = (time.perf_counter() - started) / 60
+    policy = load_policy(str(result.checkpoint / "model"))
+    policy.model.eval()
+    out = {"seed": seed, "minutes": minutes, "metrics": result.metrics,
+           "eval": {split: accuracy(policy, data / f"{split}.jsonl", budget) for split in ("3-digit", "4-digit")}}
+    record.write_text(json.dumps(out))
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    """Markdown: mean ± std over seeds of held-out accuracy, trace length, and the last step's entropy."""
+    def spread(values: list[float]) -> str:
+        mean = sum(values) / len(values)
+        std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+        return f"{mean:.3f} ± {std:.3f}"
+
+    start = results["start"]
+    lines = ["| method | seeds | acc 3-digit | acc 4-digit | trace len | trace entropy (last step) | train min |",
+             "|---|---|---|---|---|---|---|",
+             f"| warm start | – | {start['3-digit']['accuracy']:.3f} | {start['4-digit']['accuracy']:.3f} | "
+             f"{start['3-digit']['trace_len']:.1f} | – | – |"]
+    for name, runs in results["methods"].items():
+        entropy = [r["metrics"][-1].get("trace_entropy", 0.0) for r in runs]
+        lines.append(f"| {name} | {len(runs)} | {spread([r['eval']['3-digit']['accuracy'] for r in runs])} | "
+                     f"{spread([r['eval']['4-digit']['accuracy'] for r in runs])} | "
+                     f"{sum(r['eval']['3-digit']['trace_len'] for r in runs) / len(runs):.1f} | "
+                     f"{sum(entropy) / len(entropy):.2f} | {sum(r['minutes'] for r in runs) / len(runs):.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="results/real-model", help="Table, plot and JSON.")
+    parser.add_argument("--runs", default="experiments/runs-real-model", help="Checkpoints, metrics, logs.")
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="The model every method starts from "
+                        "(after the warm start).")
+    parser.add_argument("--methods", default=",".join(SEEDS), help=f"Comma-separated, from {list(SEEDS)}.")
+    parser.add_argument("--quick", action="store_true", help="2 steps, 8 problems, one seed: the pipeline only.")
+    args = parser.parse_args(argv)
+    budget = QUICK if args.quick else Budget()
+    out, runs = Path(args.out), Path(args.runs)
+    data = runs / "data"
+    write_problems(data / "train.jsonl", 2000, 3, seed=1)
+    write_problems(data / "3-digit.jsonl", budget.eval_size, 3, seed=2)
+    write_problems(data / "4-digit.jsonl", budget.eval_size, 4, seed=3)
+    started = time.perf_counter()
+    start, history = warm_start(args.model, budget, runs, data / "3-digit.jsonl")
+    start_eval = runs / "start-eval.json"
+    if not start_eval.is_file():
+        from nrt.modeling import load_policy
+
+        policy = load_policy(str(start))
+        policy.model.eval()
+        start_eval.write_text(json.dumps({s: accuracy(policy, data / f"{s}.jsonl", budget)
+                                          for s in ("3-digit", "4-digit")}))
+    results: dict[str, Any] = {"budget": asdict(budget), "warm_start": history,
+                               "start": json.loads(start_eval.read_text()), "methods": {}}
+    for name in args.methods.split(","):
+        seeds = range(1 if args.quick else SEEDS[name])
+        results["methods"][name] = [run_method(name, seed, start, budget, runs, data) for seed in seeds]
+    minutes = (time.perf_counter() - started) / 60
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    out.mkdir(parents=True, exist_ok=True)
+    plot_curves({name: [r["metrics"] for r in runs] for name, runs in results["methods"].items()},
+                out / "curves.png")
+    (out / "results.json").write_text(json.dumps(results))
+    text = table(results)
+    if "nrt-ws" in results["methods"]:
+        for split in ("3-digit", "4-digit"):
+            text += f"\n\n{split}, paired on seeds against nrt-ws:\n\n" + paired_table(results, split=split)
+    command = " ".join(["python", "experiments/real_model.py", *(argv if argv is not None else sys.argv[1:])])
+    (out / "README.md").write_text(
+        f"# Every method from one warm start of `{args.model}`\n\n`{command}` at commit {commit}: {minutes:.0f} min "
+        f"(this invocation; finished stages are read back). Budget (every method): {asdict(budget)}. Warm start: "
+        f"{history[-1]}.\n\n{text}\n\n![curves](curves.png)\n")
+    print(text)
+    print(f"\n{minutes:.1f} min; table, curves and results.json in {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -25,7 +25,8 @@ DERIVED = [f"{preset} derived token reward"
 GRID = {
     "format": CORE + DERIVED,  # the derived token reward's weights are what changes with 19 easy tokens
     "noise": CORE,
-    "long": [*CORE, "verifree derived token reward"],  # P underflows: no trace term and no answer term
+    # P underflows: no trace term and no answer term; without the format term, nothing at all
+    "long": [*CORE, "verifree derived token reward", "verifree derived token reward no format term"],
     "middle": CORE,
     "shortcut": CORE,
 }

@@ -218,6 +218,8 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     **{f"{preset} derived token reward": (preset, {"token_reward": "derived"})
        for preset in ("jepo", "verifree", "rlpr", "nrt-gm", "nrt-ws", "nrt-ws-inv")},
     "nrt-ws no answer term": ("nrt-ws", {"answer_weight": 0.0}),
+    # where P underflows (variant long) only the format term is left: does it alone shorten the traces?
+    "verifree derived token reward no format term": ("verifree", {"token_reward": "derived", "format_weight": 0.0}),
 }
 CURVE_KEYS = ("step", "reward_raw_mean", "trace_len_mean", "trace_entropy", "delimiter_rate", "answer_nll_gain")
 QUICK = ["control (exact-trace reward)", "control (no answer term)", "sft", "rlpr", "nrt-gm", "nrt-ws",

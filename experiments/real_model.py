@@ -6,8 +6,9 @@
 1. Warm start (supervised, minutes): the model (default SmolLM2-135M-Instruct) is taught to write 3-digit
    additions column by column (``7+9=16, write 6 carry 1. 4+8+1=13, write 3 carry 1. 3+5+1=9, write 9.``),
    then the delimiter, then the sum. Every ``warm_eval_every`` steps it is evaluated (greedy, think then
-   answer, ``warm_eval`` held-out problems); the first checkpoint at or above ``warm_target`` is every method's
-   start, so the start is still often wrong (NRT.md: 0.33 after 20 steps, 0.50-0.61 after 32).
+   answer, ``warm_eval`` held-out problems); training stops at the first evaluation that reaches the window
+   ``warm_target``, and where that one overshoots it, the previous evaluated checkpoint is kept if it is nearer the
+   window's middle (accuracy moved 0.28 -> 0.63 in 4 steps here). That checkpoint is every method's start.
 2. Each method trains on question-answer pairs only (the trace is never shown) with the same data, budget,
    learning rate and seeds; the positive control (nrt-ws's recipe) is rewarded 1 when the digits its sampled
    trace writes give the reference sum, else 0: a verifier.
@@ -50,9 +51,9 @@ class Budget:
     warm_lr: float = 2e-4
     warm_batch: int = 16
     warm_max_steps: int = 80
-    warm_eval_every: int = 4
+    warm_eval_every: int = 2
     warm_eval: int = 100
-    warm_target: float = 0.30
+    warm_target: tuple[float, float] = (0.30, 0.50)  # held-out accuracy of the start: often wrong, room to learn
     steps: int = 20
     prompts_per_step: int = 8
     num_traces: int = 8
@@ -107,7 +108,7 @@ def accuracy(policy: Any, path: Path, budget: Budget) -> dict[str, float]:
 
 
 def warm_start(model: str, budget: Budget, runs: Path, held_out: Path) -> tuple[Path, list[dict[str, float]]]:
-    """Teach worked column traces until the first held-out evaluation at or above ``warm_target``."""
+    """Teach worked column traces until held-out accuracy reaches the ``warm_target`` window (see above)."""
     from nrt.modeling import load_policy
     from nrt.prompts import encode_example
     from nrt.sequences import Sample, worked_trace_nll
@@ -120,7 +121,7 @@ def warm_start(model: str, budget: Budget, runs: Path, held_out: Path) -> tuple[
     policy = load_policy(model)
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=budget.warm_lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 10))
-    rng, history = random.Random(4), []
+    rng, history, previous = random.Random(4), [], {}
     warm_eval = replace(budget, eval_size=budget.warm_eval)
     for step in range(1, budget.warm_max_steps + 1):
         policy.model.train()
@@ -141,8 +142,16 @@ def warm_start(model: str, budget: Budget, runs: Path, held_out: Path) -> tuple[
             policy.model.eval()
             history.append({"step": step, "loss": loss.item(), **accuracy(policy, held_out, warm_eval)})
             print(f"[{time.strftime('%H:%M')}] warm start step {step}: {history[-1]}", flush=True)
-            if history[-1]["accuracy"] >= budget.warm_target:
+            low, high = budget.warm_target
+            if history[-1]["accuracy"] >= low:
+                middle = (low + high) / 2
+                if previous and abs(history[-2]["accuracy"] - middle) < abs(history[-1]["accuracy"] - middle):
+                    policy.model.load_state_dict(previous)
+                    history[-2]["chosen"] = True
+                else:
+                    history[-1]["chosen"] = True
                 break
+            previous = {k: v.detach().clone() for k, v in policy.model.state_dict().items()}
     policy.model.save_pretrained(folder)
     policy.tokenizer.save_pretrained(folder)
     log.write_text(json.dumps(history))
@@ -259,8 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     command = " ".join(["python", "experiments/real_model.py", *(argv if argv is not None else sys.argv[1:])])
     (out / "README.md").write_text(
         f"# Every method from one warm start of `{args.model}`\n\n`{command}` at commit {commit}: {minutes:.0f} min "
-        f"(this invocation; finished stages are read back). Budget (every method): {asdict(budget)}. Warm start: "
-        f"{history[-1]}.\n\n{text}\n\n![curves](curves.png)\n")
+        f"(this invocation; finished stages are read back). Budget (every method): {asdict(budget)}. Warm start "
+        f"(the chosen evaluation is marked): {history}.\n\n{text}\n\n![curves](curves.png)\n")
     print(text)
     print(f"\n{minutes:.1f} min; table, curves and results.json in {out}")
 

@@ -255,7 +255,7 @@ def worked_trace_nll(model: torch.nn.Module, samples: list[Sample], delimiter_id
     scored by the same code as training so that the sequences they teach are exactly those NRT samples.
     """
     batch = assemble(samples, delimiter_id, end_id, pad_id).to(next(model.parameters()).device)
-    targets = batch.trace_mask.clone()
-    targets.scatter_(1, batch.answer_index, batch.answer_mask, reduce="add")
-    targets.scatter_(1, batch.end_index[:, None], True)
+    targets = batch.trace_mask.long()
+    targets.scatter_reduce_(1, batch.answer_index, batch.answer_mask.long(), reduce="amax")  # padding adds nothing
+    targets.scatter_(1, batch.end_index[:, None], 1)
     return -(score(model, batch, entropy=False).logp * targets).sum() / targets.sum()

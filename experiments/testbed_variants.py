@@ -27,7 +27,7 @@ GRID = {
     "noise": CORE,
     # P underflows: no trace term and no answer term; without the format term, nothing at all
     "long": [*CORE, "verifree derived token reward", "verifree derived token reward no format term"],
-    "middle": CORE,
+    "middle": [*CORE, "nrt-ws no answer term", "control (no answer term)"],  # why did every likelihood reward fall?
     "shortcut": CORE,
 }
 

@@ -27,7 +27,9 @@ GRID = {
     "noise": CORE,
     # P underflows: no trace term and no answer term; without the format term, nothing at all
     "long": [*CORE, "verifree derived token reward", "verifree derived token reward no format term"],
-    "middle": [*CORE, "nrt-ws no answer term", "control (no answer term)"],  # why did every likelihood reward fall?
+    # why did every likelihood reward fall? (the answer term) and how do the trace terms alone compare?
+    "middle": [*CORE, "nrt-ws no answer term", "control (no answer term)",
+               *(f"{p} no answer term" for p in ("jepo", "verifree", "rlpr", "nrt-gm", "nrt-ws-inv"))],
     "shortcut": CORE,
 }
 

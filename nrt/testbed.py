@@ -217,7 +217,8 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "nrt-ws-inv": ("nrt-ws-inv", {}),
     **{f"{preset} derived token reward": (preset, {"token_reward": "derived"})
        for preset in ("jepo", "verifree", "rlpr", "nrt-gm", "nrt-ws", "nrt-ws-inv")},
-    "nrt-ws no answer term": ("nrt-ws", {"answer_weight": 0.0}),
+    **{f"{preset} no answer term": (preset, {"answer_weight": 0.0})  # the trace term alone
+       for preset in ("jepo", "verifree", "rlpr", "nrt-gm", "nrt-ws", "nrt-ws-inv")},
     # where P underflows (variant long) only the format term is left: does it alone shorten the traces?
     "verifree derived token reward no format term": ("verifree", {"token_reward": "derived", "format_weight": 0.0}),
 }

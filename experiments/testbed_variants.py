@@ -45,12 +45,13 @@ def main() -> None:
     out = Path(args.out)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     started = time.perf_counter()
-    sections = []
     for variant in args.variants.split(","):
         command = ["nrt", "testbed", "--variant", variant, "--methods", ",".join(GRID[variant]), "--seeds",
                    str(args.seeds), "--eval-size", str(args.eval_size), "--workers", str(args.workers),
                    "--out", str(out / variant)]
         subprocess.run([sys.executable, "-m", "nrt", *command[1:]], check=True)
+    sections = []  # every variant with results under --out, also those not run this time, in GRID's order
+    for variant in [v for v in GRID if (out / v / "README.md").is_file()]:
         body = (out / variant / "README.md").read_text().split("\n", 2)[2]  # below the variant's title
         sections.append(f"## {variant}\n\n{body.replace('](curves.png)', f']({variant}/curves.png)')}")
     minutes = (time.perf_counter() - started) / 60

@@ -38,7 +38,7 @@ import torch
 
 from nrt.data import Example
 from nrt.plots import plot_curves
-from nrt.testbed import paired_table
+from nrt.testbed import mean_spread, paired_table
 
 CONTROL = "control (verified trace)"
 SEEDS = {"sft": 2, "verifree": 2, "rlpr": 3, "jepo": 2, "nrt-gm": 2, "nrt-ws": 3, CONTROL: 3}
@@ -192,9 +192,10 @@ def run_method(name: str, seed: int, start: Path, budget: Budget, runs: Path, da
         **({} if preset == "sft" else {"num_traces": budget.num_traces}),
         "max_trace_tokens": budget.max_trace_tokens, "max_answer_tokens": 8, "lr": budget.lr,
         "tensorboard": False, "progress": False})
-    tokenizer = load_policy(str(start)).tokenizer
+    reward_fn = verified_trace_reward(data / "train.jsonl", load_policy(str(start)).tokenizer) if name == CONTROL \
+        else None  # only the control needs the tokenizer: no model load for the others
     started = time.perf_counter()
-    result = train(cfg, reward_fn=verified_trace_reward(data / "train.jsonl", tokenizer) if name == CONTROL else None)
+    result = train(cfg, reward_fn=reward_fn)
     minutes = (time.perf_counter() - started) / 60
     policy = load_policy(str(result.checkpoint / "model"))
     policy.model.eval()
@@ -206,11 +207,6 @@ def run_method(name: str, seed: int, start: Path, budget: Budget, runs: Path, da
 
 def table(results: dict[str, Any]) -> str:
     """Markdown: mean ± std over seeds of held-out accuracy, trace length, and the last step's entropy."""
-    def spread(values: list[float]) -> str:
-        mean = sum(values) / len(values)
-        std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
-        return f"{mean:.3f} ± {std:.3f}"
-
     start = results["start"]
     lines = ["| method | seeds | acc 3-digit | acc 4-digit | trace len | trace entropy (last step) | train min |",
              "|---|---|---|---|---|---|---|",
@@ -218,8 +214,8 @@ def table(results: dict[str, Any]) -> str:
              f"{start['3-digit']['trace_len']:.1f} | – | – |"]
     for name, runs in results["methods"].items():
         entropy = [r["metrics"][-1].get("trace_entropy", 0.0) for r in runs]
-        lines.append(f"| {name} | {len(runs)} | {spread([r['eval']['3-digit']['accuracy'] for r in runs])} | "
-                     f"{spread([r['eval']['4-digit']['accuracy'] for r in runs])} | "
+        lines.append(f"| {name} | {len(runs)} | {mean_spread([r['eval']['3-digit']['accuracy'] for r in runs])} | "
+                     f"{mean_spread([r['eval']['4-digit']['accuracy'] for r in runs])} | "
                      f"{sum(r['eval']['3-digit']['trace_len'] for r in runs) / len(runs):.1f} | "
                      f"{sum(entropy) / len(entropy):.2f} | {sum(r['minutes'] for r in runs) / len(runs):.1f} |")
     return "\n".join(lines)

@@ -316,7 +316,8 @@ def run(out_dir: Path, *, methods: list[str], seeds: list[int], settings: Settin
     return results
 
 
-def _mean_spread(values: list[float]) -> str:
+def mean_spread(values: list[float]) -> str:
+    """``mean ± std`` over seeds (the value alone for one seed)."""
     if len(values) == 1:
         return f"{values[0]:.3f}"
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
@@ -336,7 +337,7 @@ def table(results: dict[str, Any]) -> str:
         entropy = statistics.mean(r["metrics"][-1]["trace_entropy"] for r in runs)
         delim = statistics.mean(r["eval"]["in-dist"]["delimiter_rate"] for r in runs)
         minutes = statistics.mean(r["minutes"] for r in runs)
-        lines.append(f"| {name} | {_mean_spread(acc_in)} | {_mean_spread(acc_long)} | {length:.1f} | {entropy:.2f} | "
+        lines.append(f"| {name} | {mean_spread(acc_in)} | {mean_spread(acc_long)} | {length:.1f} | {entropy:.2f} | "
                      f"{delim:.2f} | {minutes:.1f} |")
     return "\n".join(lines)
 

@@ -106,8 +106,12 @@ class Settings:
     eval_size: int = 200
     variant: str = "base"
 
+    def describe(self) -> str:
+        """These settings and their variant's definition: what a cached start and a finished run depend on."""
+        return f"{self!r} {VARIANTS[self.variant]!r}"
+
     def key(self) -> str:
-        return hashlib.sha256(repr(self).encode()).hexdigest()[:12]
+        return hashlib.sha256(self.describe().encode()).hexdigest()[:12]
 
 
 def make_problem(rng: random.Random, n_ops: int, variant: Variant = VARIANTS["base"]) -> dict[str, str]:
@@ -253,8 +257,9 @@ def run_one(out_dir: Path, name: str, seed: int, settings: Settings) -> dict[str
     variant, data_dir = VARIANTS[settings.variant], out_dir / "data"
     run_dir = out_dir / "runs" / f"{name.replace(' ', '_')}-seed{seed}"
     record = run_dir / "testbed.json"
-    if record.is_file() and json.loads(record.read_text())["settings"] == repr(settings):
-        return json.loads(record.read_text())["run"]
+    finished = json.loads(record.read_text()) if record.is_file() else {}
+    if finished.get("settings") == settings.describe():
+        return finished["run"]
     shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts over
     start, train_file = start_checkpoint(settings), data_dir / "train.jsonl"
     preset, extra = METHODS[name]
@@ -272,7 +277,7 @@ def run_one(out_dir: Path, name: str, seed: int, settings: Settings) -> dict[str
     minutes = (time.perf_counter() - started) / 60
     out = {"seed": seed, "minutes": minutes, "metrics": [{key: m[key] for key in CURVE_KEYS} for m in result.metrics],
            "eval": evaluate_files(result.checkpoint / "model", _eval_files(data_dir), settings)}
-    record.write_text(json.dumps({"settings": repr(settings), "run": out}))
+    record.write_text(json.dumps({"settings": settings.describe(), "run": out}))
     return out
 
 
@@ -307,7 +312,7 @@ def run(out_dir: Path, *, methods: list[str], seeds: list[int], settings: Settin
                                                strict=True)))
     else:
         done = [run_one(out_dir, name, seed, settings) for name, seed in jobs]
-    results: dict[str, Any] = {"settings": repr(settings),
+    results: dict[str, Any] = {"settings": settings.describe(),
                                "start": evaluate_files(start, _eval_files(data_dir), settings),
                                "methods": {name: [] for name in methods}}
     for (name, _), one in zip(jobs, done, strict=True):

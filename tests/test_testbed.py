@@ -140,3 +140,11 @@ def test_the_long_variants_product_is_exactly_zero_in_float32():
     assert reward.item() == 0.0 and token_reward.abs().sum().item() == 0.0
     reward, _ = aggregate("geometric_mean", logp, torch.ones_like(logp, dtype=torch.bool))
     assert reward.item() > 0.1
+
+
+def test_a_changed_variant_definition_is_a_new_start_and_new_runs(monkeypatch):
+    """The cached start and the finished-run records are keyed by the variant's definition, not its name."""
+    settings = testbed.Settings(variant="noise")
+    before = settings.key()
+    monkeypatch.setitem(testbed.VARIANTS, "noise", testbed.Variant(noise=9))
+    assert settings.key() != before and "noise=9" in settings.describe()

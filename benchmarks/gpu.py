@@ -83,6 +83,9 @@ def run(shape: str, variant: str, args: argparse.Namespace) -> dict[str, float]:
     model = apply_lora(policy.model, 16, 32, 0.0, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                     "down_proj"], [policy.delimiter_id]) if lora else policy.model
     model.train()
+    if args.gradient_checkpointing:  # as nrt.trainer.build_policy does (the training pass then runs unfused)
+        base = policy.model
+        getattr(base, "activation_checkpointing_enable", base.gradient_checkpointing_enable)()
     examples = [Example([{"role": "user", "content": f"Tom has {i} apples and buys {2 * i + 3} more. How many "
                           "apples does he have now? Think step by step."}], str(3 * i + 3), "bench")
                 for i in range(args.prompts)]
@@ -90,7 +93,8 @@ def run(shape: str, variant: str, args: argparse.Namespace) -> dict[str, float]:
     answer = policy.tokenizer(" ".join(["word"] * args.answer), add_special_tokens=False).input_ids[:args.answer]
     encoded = [type(e)(e.prompt_ids, answer) for e in encoded]
     common = {"num_traces": args.k, "max_trace_tokens": args.trace, "prompts_per_step": args.prompts,
-              "max_answer_tokens": args.answer, "dtype": "bf16" if device.type == "cuda" else "fp32", "lora": lora}
+              "max_answer_tokens": args.answer, "dtype": "bf16" if device.type == "cuda" else "fp32", "lora": lora,
+              "gradient_checkpointing": args.gradient_checkpointing}
     if variant == "a":
         over = {"sampler": "auto", "tokens_per_micro_batch": args.tokens_per_micro_batch}
     elif variant == "f":
@@ -148,6 +152,7 @@ def main() -> None:
     parser.add_argument("--answer", type=int, default=16)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--tokens-per-micro-batch", type=int, default=20_000)
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="Recompute activations in backward.")
     args = parser.parse_args()
     if args.save_tokenizer:
         from transformers import AutoTokenizer
@@ -164,22 +169,27 @@ def main() -> None:
     print(f"device: {gpu}; torch {torch.__version__}, transformers {transformers.__version__}, "
           f"python {platform.python_version()}")
     print(f"workload: {args.prompts} prompts x K={args.k}, traces {args.trace} tokens (to budget), answers "
-          f"{args.answer}; median of steps 2..{args.steps}")
+          f"{args.answer}; median of steps 2..{args.steps}; tokens_per_micro_batch {args.tokens_per_micro_batch} "
+          f"(a, f); gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}")
     header = ["step s", "sampling s", "update s", "sampling tok/s", "update TFLOP/s", "MFU %", "peak GB"]
     print(f"{'shape':8s} {'variant':30s} " + " ".join(f"{h:>14s}" for h in header), flush=True)
     names = {"a": "nrt (auto sampler, bf16 copy)", "b": "reference + generate", "f": "nrt, sharding=fsdp"}
     for shape in args.shapes.split(","):
         for variant in args.variants.split(","):
+            failed = None
             try:
                 row = run(shape, variant, args)
                 print(f"{shape:8s} {names[variant]:30s} " + " ".join(f"{row[h]:14.2f}" for h in header), flush=True)
             except torch.OutOfMemoryError:
-                print(f"{shape:8s} {names[variant]:30s} out of memory", flush=True)
-                gc.collect()
-                torch.cuda.empty_cache()
+                failed = "out of memory"
             except ValueError as exc:
-                print(f"{shape:8s} {names[variant]:30s} n/a: {exc}", flush=True)
-
+                failed = f"n/a: {exc}"
+            if failed:  # outside the except block, whose traceback still holds the model's tensors
+                print(f"{shape:8s} {names[variant]:30s} {failed}", flush=True)
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
 
 if __name__ == "__main__":
     main()

@@ -2,6 +2,7 @@
 
     python experiments/real_model.py                      # everything; resumes after the last finished stage
     python experiments/real_model.py --quick --model DIR  # 2 steps, 8 problems: checks the pipeline (minutes)
+    python experiments/real_model.py --workers 2          # two one-thread trainings at a time
 
 1. Warm start (supervised, minutes): the model (default SmolLM2-135M-Instruct) is taught to write 3-digit
    additions column by column (``7+9=16, write 6 carry 1. 4+8+1=13, write 3 carry 1. 3+5+1=9, write 9.``),
@@ -99,11 +100,14 @@ def examples(path: Path, limit: int) -> list[Example]:
 
 
 def accuracy(policy: Any, path: Path, budget: Budget) -> dict[str, float]:
+    """Greedy think-then-answer; under bf16 autocast where the CPU computes bf16 natively (as training does)."""
     from nrt.evaluate import Task, evaluate_task
     from nrt.scoring import exact_match
+    from nrt.trainer import use_bf16
 
-    r = evaluate_task(policy, Task(path.stem, examples(path, budget.eval_size), exact_match),
-                      max_trace_tokens=budget.max_trace_tokens, max_answer_tokens=8, batch_size=50)
+    with torch.autocast("cpu", torch.bfloat16, enabled=use_bf16("auto")):
+        r = evaluate_task(policy, Task(path.stem, examples(path, budget.eval_size), exact_match),
+                          max_trace_tokens=budget.max_trace_tokens, max_answer_tokens=8, batch_size=50)
     return {"accuracy": r.accuracy, "trace_len": r.trace_len_mean, "delimiter_rate": r.delimiter_rate}
 
 
@@ -205,6 +209,23 @@ def run_method(name: str, seed: int, start: Path, budget: Budget, runs: Path, da
     return out
 
 
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def run_all(jobs: list[tuple[str, int]], start: Path, budget: Budget, runs: Path, data: Path,
+            workers: int) -> list[dict[str, Any]]:
+    """``run_method`` for every job; ``workers > 1`` runs that many at once in spawned one-thread processes."""
+    if workers <= 1:
+        return [run_method(name, seed, start, budget, runs, data) for name, seed in jobs]
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
+        return list(pool.map(run_method, *zip(*[(name, seed, start, budget, runs, data) for name, seed in jobs],
+                                              strict=True)))
+
+
 def table(results: dict[str, Any]) -> str:
     """Markdown: mean ± std over seeds of held-out accuracy, trace length, and the last step's entropy."""
     start = results["start"]
@@ -229,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
                         "(after the warm start).")
     parser.add_argument("--methods", default=",".join(SEEDS), help=f"Comma-separated, from {list(SEEDS)}.")
     parser.add_argument("--quick", action="store_true", help="2 steps, 8 problems, one seed: the pipeline only.")
+    parser.add_argument("--workers", type=int, default=1, help="Trainings at once, one thread each.")
     args = parser.parse_args(argv)
     budget = QUICK if args.quick else Budget()
     out, runs = Path(args.out), Path(args.runs)
@@ -248,9 +270,13 @@ def main(argv: list[str] | None = None) -> None:
                                           for s in ("3-digit", "4-digit")}))
     results: dict[str, Any] = {"budget": asdict(budget), "warm_start": history,
                                "start": json.loads(start_eval.read_text()), "methods": {}}
-    for name in args.methods.split(","):
-        seeds = range(1 if args.quick else SEEDS[name])
-        results["methods"][name] = [run_method(name, seed, start, budget, runs, data) for seed in seeds]
+    methods = args.methods.split(",")
+    seeds = {name: 1 if args.quick else SEEDS[name] for name in methods}
+    # Seed-major: every method's first seed finishes before any method's second (an interrupted grid is balanced).
+    jobs = [(name, seed) for seed in range(max(seeds.values())) for name in methods if seed < seeds[name]]
+    for (name, _), record in zip(jobs, run_all(jobs, start, budget, runs, data, args.workers), strict=True):
+        results["methods"].setdefault(name, []).append(record)
+    results["methods"] = {name: results["methods"][name] for name in methods}
     minutes = (time.perf_counter() - started) / 60
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     out.mkdir(parents=True, exist_ok=True)

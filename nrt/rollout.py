@@ -166,16 +166,21 @@ Sampler = Callable[..., list[Trace]]
 SAMPLERS: dict[str, Sampler] = {"cache": sample_traces, "generate": generate_traces, "static": static_traces}
 
 
-def resolve_sampler(name: str, device: torch.device) -> str:
-    """``auto``: the static-cache compiled ``generate`` on CUDA, nrt's KV-cache loop elsewhere.
+def resolve_sampler(name: str, device: torch.device, low_precision: bool = True) -> str:
+    """``auto``: the static-cache compiled ``generate`` on CUDA when sampling from low-precision weights (the bf16
+    copy), ``generate`` with a dynamic cache on CUDA otherwise, nrt's KV-cache loop elsewhere.
 
     On this project's 2-core CPU the loop is the fastest measured (README, Performance); on one H100,
     transformers' static-cache compiled ``generate`` reached 15,100 tokens/s against 2,690 for its dynamic
-    cache at 64 rows of the 135M shape (shared COSTS.md), where nrt's loop ran at about 1,100.
+    cache at 64 rows of the 135M shape (shared COSTS.md), where nrt's loop ran at about 1,100. From fp32 weights
+    under autocast (a sharded model, which has no bf16 copy) the static cache fails: it takes its values' dtype
+    from the keys, which rotary embedding leaves in fp32 while the values come out of autocast in bf16.
     """
     if name != "auto":
         return name
-    return "static" if device.type == "cuda" else "cache"
+    if device.type != "cuda":
+        return "cache"
+    return "static" if low_precision else "generate"
 
 
 class SamplingCopy:

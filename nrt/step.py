@@ -180,7 +180,7 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
     # --- rollout: K traces per prompt (none for SFT) ---------------------------------------------------
     with accelerator.autocast(), gathered(model):  # a sharded model gathers its parameters once for the rollout
         if cfg.trace:
-            sample = SAMPLERS[resolve_sampler(cfg.sampler, device)]
+            sample = SAMPLERS[resolve_sampler(cfg.sampler, device, sampling_copy is not None)]
             source = sampling_copy.refresh(unwrapped) if sampling_copy is not None else unwrapped
             traces = sample(source, [e.prompt_ids for e in encoded], num_traces=k, max_tokens=cfg.max_trace_tokens,
                             temperature=cfg.temperature, top_p=cfg.top_p, delimiter_id=policy.delimiter_id,

@@ -29,7 +29,7 @@ def test_real_model_experiment_quick_on_the_tiny_model(tiny_model_dir, tmp_path)
     """experiments/real_model.py end to end: warm start, every method (the control with its verifier), the
     evaluation on both splits, the table with paired rows; a rerun reads every finished stage back."""
     cmd = [sys.executable, "experiments/real_model.py", "--quick", "--model", str(tiny_model_dir), "--out",
-           str(tmp_path / "out"), "--runs", str(tmp_path / "runs")]
+           str(tmp_path / "out"), "--runs", str(tmp_path / "runs"), "--workers", "2"]
     first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout + first.stderr
     results = json.loads((tmp_path / "out" / "results.json").read_text())

@@ -63,6 +63,7 @@ def test_sampling_copy_refreshes_in_place(tiny_model_dir):
 def test_auto_sampler_per_device():
     assert resolve_sampler("auto", torch.device("cpu")) == "cache"
     assert resolve_sampler("auto", torch.device("cuda")) == "static"
+    assert resolve_sampler("auto", torch.device("cuda"), low_precision=False) == "generate"  # fp32 under autocast
     assert resolve_sampler("generate", torch.device("cuda")) == "generate"
 
 

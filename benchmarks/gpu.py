@@ -4,8 +4,8 @@ from a token budget), (b) the reference structure with ``model.generate`` (dynam
 prefilled, three passes) and (f) nrt with ``sharding: fsdp`` (FSDP2 over the processes launched, one by default;
 sampling through ``generate`` on the gathered parameters), for its peak memory next to (a). No downloads:
 Llama models are built from their configs at the SmolLM2-135M, -360M, -1.7B shapes (and Llama-3-8B's, trained
-with LoRA), with the SmolLM2 tokenizer from a folder. Not yet run on a GPU (written to take under 8 minutes on
-an H100; unmeasured).
+with LoRA), with the SmolLM2 tokenizer from a folder. Figures measured on one H100: README, "On a GPU" (the
+shapes took about 1 minute each there, compilation included).
 
     python benchmarks/gpu.py --tokenizer DIR                 # all shapes, variants a and b
     python benchmarks/gpu.py --tokenizer DIR --shapes tiny --prompts 2 --k 2 --trace 8   # a CPU dry run

@@ -3,6 +3,7 @@
     python experiments/real_model.py                      # everything; resumes after the last finished stage
     python experiments/real_model.py --quick --model DIR  # 2 steps, 8 problems: checks the pipeline (minutes)
     python experiments/real_model.py --workers 2          # two one-thread trainings at a time
+    python experiments/real_model.py --finished           # the table from the runs finished so far; trains nothing
 
 1. Warm start (supervised, minutes): the model (default SmolLM2-135M-Instruct) is taught to write 3-digit
    additions column by column (``7+9=16, write 6 carry 1. 4+8+1=13, write 3 carry 1. 3+5+1=9, write 9.``),
@@ -178,12 +179,16 @@ def verified_trace_reward(train_file: Path, tokenizer: Any) -> Any:
     return reward
 
 
+def run_folder(runs: Path, name: str, seed: int) -> Path:
+    return runs / f"{name.replace(' ', '_')}-seed{seed}"
+
+
 def run_method(name: str, seed: int, start: Path, budget: Budget, runs: Path, data: Path) -> dict[str, Any]:
     """Train ``name`` with ``seed`` from the warm start and evaluate it, unless that finished before."""
     from nrt import load_config, train
     from nrt.modeling import load_policy
 
-    run_dir = runs / f"{name.replace(' ', '_')}-seed{seed}"
+    run_dir = run_folder(runs, name, seed)
     record = run_dir / "record.json"
     if record.is_file():
         return json.loads(record.read_text())
@@ -251,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", default=",".join(SEEDS), help=f"Comma-separated, from {list(SEEDS)}.")
     parser.add_argument("--quick", action="store_true", help="2 steps, 8 problems, one seed: the pipeline only.")
     parser.add_argument("--workers", type=int, default=1, help="Trainings at once, one thread each.")
+    parser.add_argument("--finished", action="store_true", help="Report the runs finished so far (an interrupted "
+                        "grid); train nothing. The README says which runs are missing.")
     args = parser.parse_args(argv)
     budget = QUICK if args.quick else Budget()
     out, runs = Path(args.out), Path(args.runs)
@@ -259,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     write_problems(data / "3-digit.jsonl", budget.eval_size, 3, seed=2)
     write_problems(data / "4-digit.jsonl", budget.eval_size, 4, seed=3)
     started = time.perf_counter()
+    if args.finished and not (runs / "warm-start.json").is_file():
+        parser.error(f"--finished: no finished warm start in {runs}")
     start, history = warm_start(args.model, budget, runs, data / "3-digit.jsonl")
     start_eval = runs / "start-eval.json"
     if not start_eval.is_file():
@@ -274,9 +283,12 @@ def main(argv: list[str] | None = None) -> None:
     seeds = {name: 1 if args.quick else SEEDS[name] for name in methods}
     # Seed-major: every method's first seed finishes before any method's second (an interrupted grid is balanced).
     jobs = [(name, seed) for seed in range(max(seeds.values())) for name in methods if seed < seeds[name]]
+    missing = [job for job in jobs if not (run_folder(runs, *job) / "record.json").is_file()] if args.finished else []
+    jobs = [job for job in jobs if job not in missing]
     for (name, _), record in zip(jobs, run_all(jobs, start, budget, runs, data, args.workers), strict=True):
         results["methods"].setdefault(name, []).append(record)
-    results["methods"] = {name: results["methods"][name] for name in methods}
+    results["methods"] = {name: results["methods"][name] for name in methods if name in results["methods"]}
+    results["missing"] = [f"{name} seed {seed}" for name, seed in missing]
     minutes = (time.perf_counter() - started) / 60
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     out.mkdir(parents=True, exist_ok=True)
@@ -291,7 +303,9 @@ def main(argv: list[str] | None = None) -> None:
     (out / "README.md").write_text(
         f"# Every method from one warm start of `{args.model}`\n\n`{command}` at commit {commit}: {minutes:.0f} min "
         f"(this invocation; finished stages are read back). Budget (every method): {asdict(budget)}. Warm start "
-        f"(the chosen evaluation is marked): {history}.\n\n{text}\n\n![curves](curves.png)\n")
+        f"(the chosen evaluation is marked): {history}.\n\n"
+        + (f"**Interrupted grid: not yet run: {', '.join(results['missing'])}.**\n\n" if missing else "")
+        + f"{text}\n\n![curves](curves.png)\n")
     print(text)
     print(f"\n{minutes:.1f} min; table, curves and results.json in {out}")
 

@@ -41,6 +41,12 @@ def test_real_model_experiment_quick_on_the_tiny_model(tiny_model_dir, tmp_path)
     assert "| control (verified trace) | 1 |" in readme and "4-digit, paired on seeds against nrt-ws" in readme
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0 and "] train " not in again.stdout and "warm start step" not in again.stdout
+    (tmp_path / "runs" / "jepo-seed0" / "record.json").unlink()  # as if the grid had stopped before this run
+    report = subprocess.run([*cmd, "--finished"], cwd=ROOT, capture_output=True, text=True)
+    assert report.returncode == 0 and "] train " not in report.stdout, report.stderr
+    assert not (tmp_path / "runs" / "jepo-seed0" / "record.json").exists()
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "not yet run: jepo seed 0." in readme and "| jepo |" not in readme and "| nrt-gm | 1 |" in readme
 
 
 def test_column_traces_write_the_sum_and_the_verifier_reads_it():

@@ -376,7 +376,8 @@ def paired_table(results: dict[str, Any], baseline: str = "nrt-ws", split: str =
 
     for name, mean, low, high, n in paired_differences(results, baseline, split):
         verdict = "higher" if low > 0 else "lower" if high < 0 else "no"
-        lines.append(f"| {name} | {signed(mean)} | [{signed(low)}, {signed(high)}] | {n} | {verdict} |")
+        interval = f"[{signed(low)}, {signed(high)}]" if n > 1 else "none (one seed)"
+        lines.append(f"| {name} | {signed(mean)} | {interval} | {n} | {verdict} |")
     return "\n".join(lines)
 
 

@@ -81,6 +81,8 @@ def test_paired_differences_against_the_baseline_on_the_same_seeds():
     assert name == "other" and n == 3 and abs(mean - 0.1) < 1e-12
     assert abs(low - (0.1 - 0.24841)) < 1e-4 and abs(high - (0.1 + 0.24841)) < 1e-4
     assert "| other | +0.100 | [-0.148, +0.348] | 3 | no |" in testbed.paired_table(results)
+    results["methods"]["other"] = results["methods"]["other"][:1]  # an interrupted grid: no interval from one seed
+    assert "| other | +0.100 | none (one seed) | 1 | no |" in testbed.paired_table(results)
 
 
 def test_testbed_cli_names_an_unknown_method(capsys):

@@ -69,7 +69,7 @@ def run(shape: str, variant: str, args: argparse.Namespace) -> dict[str, float]:
     import nrt.rollout
     from nrt import load_config
     from nrt.data import Example
-    from nrt.modeling import apply_lora
+    from nrt.modeling import apply_lora, enable_gradient_checkpointing
     from nrt.prompts import encode_example
     from nrt.rollout import SamplingCopy
     from nrt.sharding import shard_model
@@ -84,8 +84,7 @@ def run(shape: str, variant: str, args: argparse.Namespace) -> dict[str, float]:
                                                     "down_proj"], [policy.delimiter_id]) if lora else policy.model
     model.train()
     if args.gradient_checkpointing:  # as nrt.trainer.build_policy does (the training pass then runs unfused)
-        base = policy.model
-        getattr(base, "activation_checkpointing_enable", base.gradient_checkpointing_enable)()
+        enable_gradient_checkpointing(policy.model)
     examples = [Example([{"role": "user", "content": f"Tom has {i} apples and buys {2 * i + 3} more. How many "
                           "apples does he have now? Think step by step."}], str(3 * i + 3), "bench")
                 for i in range(args.prompts)]

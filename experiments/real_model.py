@@ -40,7 +40,7 @@ import torch
 
 from nrt.data import Example
 from nrt.plots import plot_curves
-from nrt.testbed import mean_spread, paired_table
+from nrt.testbed import map_one_thread, mean_spread, paired_table
 
 CONTROL = "control (verified trace)"
 SEEDS = {"sft": 2, "verifree": 2, "rlpr": 3, "jepo": 2, "nrt-gm": 2, "nrt-ws": 3, CONTROL: 3}
@@ -214,23 +214,6 @@ def run_method(name: str, seed: int, start: Path, budget: Budget, runs: Path, da
     return out
 
 
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
-def run_all(jobs: list[tuple[str, int]], start: Path, budget: Budget, runs: Path, data: Path,
-            workers: int) -> list[dict[str, Any]]:
-    """``run_method`` for every job; ``workers > 1`` runs that many at once in spawned one-thread processes."""
-    if workers <= 1:
-        return [run_method(name, seed, start, budget, runs, data) for name, seed in jobs]
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
-        return list(pool.map(run_method, *zip(*[(name, seed, start, budget, runs, data) for name, seed in jobs],
-                                              strict=True)))
-
-
 def table(results: dict[str, Any]) -> str:
     """Markdown: mean ± std over seeds of held-out accuracy, trace length, and the last step's entropy."""
     start = results["start"]
@@ -285,7 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     jobs = [(name, seed) for seed in range(max(seeds.values())) for name in methods if seed < seeds[name]]
     missing = [job for job in jobs if not (run_folder(runs, *job) / "record.json").is_file()] if args.finished else []
     jobs = [job for job in jobs if job not in missing]
-    for (name, _), record in zip(jobs, run_all(jobs, start, budget, runs, data, args.workers), strict=True):
+    records = map_one_thread(run_method, [(name, seed, start, budget, runs, data) for name, seed in jobs], args.workers)
+    for (name, _), record in zip(jobs, records, strict=True):
         results["methods"].setdefault(name, []).append(record)
     results["methods"] = {name: results["methods"][name] for name in methods if name in results["methods"]}
     results["missing"] = [f"{name} seed {seed}" for name, seed in missing]

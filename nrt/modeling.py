@@ -148,6 +148,12 @@ def prepare_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, d
     return Policy(model, tokenizer, delimiter_id, pad_id, end_ids)
 
 
+def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
+    """Recompute activations in backward (trade compute for memory); renamed in transformers 5.x, the old
+    name warns."""
+    getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
+
+
 def apply_lora(model: PreTrainedModel, r: int, alpha: int, dropout: float, targets: list[str],
                trainable_tokens: list[int]) -> PreTrainedModel:
     """Wrap ``model`` with LoRA adapters (peft); the adapters and the rows of ``trainable_tokens`` train.

@@ -289,6 +289,18 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
+def map_one_thread(fn: Any, jobs: list[tuple[Any, ...]], workers: int) -> list[Any]:
+    """``[fn(*job) for job in jobs]``, in order; with ``workers > 1`` that many at once in spawned processes of
+    one thread each (see ``run`` for why one thread)."""
+    if workers <= 1:
+        return [fn(*job) for job in jobs]
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
+        return list(pool.map(fn, *zip(*jobs, strict=True)))
+
+
 def run(out_dir: Path, *, methods: list[str], seeds: list[int], settings: Settings = Settings(),
         workers: int = 1) -> dict[str, Any]:
     """Train every method for every seed from the cached start; evaluate; return all figures.
@@ -297,21 +309,13 @@ def run(out_dir: Path, *, methods: list[str], seeds: list[int], settings: Settin
     one thread took 26 s where the same run on two threads took 47 s (the ~0.2M-parameter model cannot keep
     two threads busy), so two one-thread workers finish a grid about 3x sooner than one process.
     """
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
     variant, data_dir = VARIANTS[settings.variant], out_dir / "data"
     write_problems(data_dir / "train.jsonl", 2000, settings.train_ops, seed=1, variant=variant)
     write_problems(data_dir / "test_in.jsonl", settings.eval_size, settings.train_ops, seed=2, variant=variant)
     write_problems(data_dir / "test_long.jsonl", settings.eval_size, settings.long_ops, seed=3, variant=variant)
     start = start_checkpoint(settings)  # built once, before any worker needs it
     jobs = [(name, seed) for name in methods for seed in seeds]
-    if workers > 1:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
-            done = list(pool.map(run_one, *zip(*[(out_dir, name, seed, settings) for name, seed in jobs],
-                                               strict=True)))
-    else:
-        done = [run_one(out_dir, name, seed, settings) for name, seed in jobs]
+    done = map_one_thread(run_one, [(out_dir, name, seed, settings) for name, seed in jobs], workers)
     results: dict[str, Any] = {"settings": settings.describe(),
                                "start": evaluate_files(start, _eval_files(data_dir), settings),
                                "methods": {name: [] for name in methods}}

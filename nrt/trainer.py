@@ -33,7 +33,7 @@ from nrt.checkpoint import (
 from nrt.config import ConfigError, TrainConfig, config_to_dict
 from nrt.data import FieldNames, load_examples
 from nrt.host_memory import retain_freed_memory
-from nrt.modeling import Policy, apply_lora, load_policy
+from nrt.modeling import Policy, apply_lora, enable_gradient_checkpointing, load_policy
 from nrt.prompts import Encoded, encode_example
 from nrt.rollout import SamplingCopy
 from nrt.runlog import NullRunLog, RunLog, read_jsonl
@@ -110,8 +110,8 @@ def build_policy(cfg: TrainConfig, checkpoint: Path | None) -> tuple[Policy, tor
                          trust_remote_code=cfg.trust_remote_code)
     model = policy.model
     model.train()  # from_pretrained returns eval mode (dropout off); sampling switches to eval by itself
-    if cfg.gradient_checkpointing:  # renamed in transformers 5.x; the old name warns
-        getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     if cfg.lora:
         model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules,
                            trainable_tokens=[policy.delimiter_id])

@@ -10,6 +10,7 @@ shapes took about 1 minute each there, compilation included).
     python benchmarks/gpu.py --tokenizer DIR                 # all shapes, variants a and b
     python benchmarks/gpu.py --tokenizer DIR --shapes tiny --prompts 2 --k 2 --trace 8   # a CPU dry run
     python benchmarks/gpu.py --tokenizer DIR --shapes 1.7b --variants a,f   # FSDP on one GPU next to plain
+    python benchmarks/gpu.py --tokenizer DIR --shapes 1.7b --variants a --steps 4 --profile 30   # top kernels
 
 ``DIR``: any folder with the SmolLM2 tokenizer files (``python benchmarks/gpu.py --save-tokenizer DIR`` writes one
 from the embedded model). Every trace runs to its budget (stop tokens disabled), so every variant processes
@@ -26,6 +27,8 @@ import gc
 import platform
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -60,6 +63,28 @@ def _to_budget(sample):
         kwargs["delimiter_id"], kwargs["end_ids"] = -1, [-1]
         return sample(*args, **kwargs)
     return sample_to_budget
+
+
+@contextmanager
+def _profiled(top: int, title: str) -> Iterator[None]:
+    """Profile the body and print its ``top`` operators by device time (CPU time without CUDA); 0: no profile.
+
+    The profiler's overhead slows the step it records, so the caller leaves that step out of its median.
+    """
+    if not top:
+        yield
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        yield
+    if cuda:
+        torch.cuda.synchronize()
+    print(f"profile of the last step, {title}:")
+    print(prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
+                                    row_limit=top, max_name_column_width=60), flush=True)
 
 
 def run(shape: str, variant: str, args: argparse.Namespace) -> dict[str, float]:
@@ -112,15 +137,17 @@ def run(shape: str, variant: str, args: argparse.Namespace) -> dict[str, float]:
     copy = SamplingCopy(model, torch.bfloat16) if variant == "a" and device.type == "cuda" else None
     rows, steps = args.prompts * args.k, []
     try:
-        for _ in range(args.steps):
+        for index in range(args.steps):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             started = time.perf_counter()
-            metrics = nrt_step(model, policy, accelerator, optimizer, scheduler, encoded, cfg, None, copy).metrics
+            with _profiled(args.profile if index == args.steps - 1 else 0, f"{shape} {variant}"):
+                metrics = nrt_step(model, policy, accelerator, optimizer, scheduler, encoded, cfg, None, copy).metrics
             steps.append({**metrics, "wall": time.perf_counter() - started})
     finally:
         nrt.rollout.SAMPLERS.update(saved)
-    later = steps[1:] or steps
+    timed = steps[:-1] if args.profile and len(steps) > 2 else steps  # the profiled step is slower
+    later = timed[1:] or timed
     median = {key: statistics.median(s[key] for s in later) for key in later[0]}
     prompt_tokens = sum(len(e.prompt_ids) for e in encoded)
     pass_tokens = (prompt_tokens * (1 if variant == "a" else args.k) + rows * (args.trace + args.answer + 2))
@@ -152,6 +179,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--tokens-per-micro-batch", type=int, default=20_000)
     parser.add_argument("--gradient-checkpointing", action="store_true", help="Recompute activations in backward.")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="Profile each run's last step and print its N most expensive operators.")
     args = parser.parse_args()
     if args.save_tokenizer:
         from transformers import AutoTokenizer

@@ -151,8 +151,8 @@ class TrainConfig:
         "auto",
         "on: the training pass never builds the [rows x length x vocab] logits; the head runs one sequence at a "
         "time and again in backward (one more head matmul). auto: on with CUDA, off on a CPU (where it costs time "
-        "for memory the default workload does not need). Models whose logits are soft-capped or scaled run "
-        "unchunked.",
+        "for memory the default workload does not need) and with sharding=fsdp (outside the model's forward its "
+        "head holds only a shard). Models whose logits are soft-capped or scaled run unchunked.",
     )
     tokens_per_micro_batch: int = _f(
         0,
@@ -234,6 +234,9 @@ class TrainConfig:
             raise ConfigError(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
         if self.sharding == "fsdp" and self.lora:
             raise ConfigError("sharding: fsdp with lora is not tested; LoRA's adapters fit one device, use DDP")
+        if self.sharding == "fsdp" and self.chunked_logits == "on":
+            raise ConfigError("chunked_logits: on needs the head outside the model's forward, where sharding=fsdp "
+                              "leaves it a shard; use auto (off when sharded) or off")
         if self.sharding == "fsdp" and self.eval_every:
             raise ConfigError("eval_every: evaluation during training runs on the main process alone, which does not "
                               "hold a sharded model; run `nrt eval` on the checkpoints")
@@ -268,6 +271,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     bad = ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r} (from {source})")
     if origin is Literal:
+        if isinstance(value, bool) and {"on", "off"} <= set(args):  # YAML 1.1 reads a bare on / off as a bool
+            value = "on" if value else "off"
         if value not in args:
             raise ConfigError(f"{key}: must be one of {list(args)}, got {value!r} (from {source})")
         return value

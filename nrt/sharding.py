@@ -17,6 +17,8 @@ change (FSDP2 reduce-scatters the mean gradient, as DDP all-reduces it). What sh
   parameters after its forward, and the backward of the first call then fails (torch 2.13: "setStorage: ...
   out of bounds for storage of size 0"). Keeping them gathered through forward and backward makes it work,
   but holds the full parameters for the whole pass, which is what sharding is for avoiding.
+- Chunked logits stay off: ``score(chunked=True)`` calls the head outside the model's forward, where FSDP2
+  has resharded it ("mixed torch.Tensor and DTensor" on an H100).
 """
 
 from __future__ import annotations

@@ -205,7 +205,8 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
     micro = [mb for mini in minis for mb in mini]
     weights = _weights(cfg)
     group_size = prompt_group_size(cfg, accelerator)
-    chunked = cfg.chunked_logits == "on" or (cfg.chunked_logits == "auto" and device.type == "cuda")
+    chunked = cfg.chunked_logits == "on" or (cfg.chunked_logits == "auto" and device.type == "cuda"
+                                             and cfg.sharding == "none")
     score_kw = {"group_size": group_size, "temperature": cfg.temperature, "chunked": chunked}
     reference = cfg.pass_structure == "reference"
     t_score = time.perf_counter()

@@ -36,6 +36,7 @@ def test_overrides_from_the_command_line_and_dict():
     (["top_p=0.9"], "top_p: got 0.9"),
     (["sharding=fsdp", "lora=true"], "sharding: fsdp with lora"),
     (["sharding=fsdp", "eval_every=1", "eval_tasks=[x]"], "eval_every: evaluation during training"),
+    (["sharding=fsdp", "chunked_logits=on"], "chunked_logits: on needs the head outside"),
     (["temperature=0"], "temperature: must be > 0"),
     (["clip_low=1.5"], "clip_low/clip_high"),
     (["steps"], "expected key=value"),
@@ -68,3 +69,8 @@ def test_cli_lists_presets_and_keys(capsys):
     assert main(["presets", "--keys"]) == 0
     out = capsys.readouterr().out
     assert "rlpr" in out and "empty_trace_baseline: true" in out and "max_trace_tokens" in out
+
+
+@pytest.mark.parametrize("text", ["on", "off"])
+def test_a_bare_on_or_off_is_the_choice_not_a_bool(text):
+    assert load_config("nrt-ws", [f"chunked_logits={text}"]).chunked_logits == text

@@ -59,7 +59,7 @@ def _testbed(args: argparse.Namespace) -> None:
     if unknown:
         raise ConfigError(f"--methods: unknown {unknown}; choose from {list(testbed.METHODS)}")
     seeds = list(range(1 if args.quick else args.seeds))
-    settings = testbed.Settings(variant=args.variant)
+    settings = testbed.Settings(variant=args.variant, warm_until=args.warm_until)
     if args.eval_size is not None:
         settings = dataclasses.replace(settings, eval_size=args.eval_size)
     out = Path(args.out)
@@ -72,8 +72,9 @@ def _testbed(args: argparse.Namespace) -> None:
     minutes = (time.perf_counter() - started) / 60
     command = shlex.join(["nrt", *sys.argv[1:]]) if sys.argv[1:2] == ["testbed"] else "nrt testbed"
     (out / "README.md").write_text(f"# nrt testbed ({settings.variant})\n\n`{command}`: {len(seeds)} seed(s), "
-                                   f"{settings.eval_size} held-out problems per split, {minutes:.1f} min.\n\n"
-                                   f"{table}\n\n![curves](curves.png)\n")
+                                   f"{settings.eval_size} held-out problems per split, {minutes:.1f} min. "
+                                   f"{testbed.warm_start_text(results, settings)}"
+                                   f"\n\n{table}\n\n![curves](curves.png)\n")
     print(table)
     print(f"\n{minutes:.1f} min; table, curves and results.json in {out}")
 
@@ -151,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="How the answer is written (testbed.VARIANTS): base (one hard token), format (19 easy "
                    "tokens, one hard), noise (8 unpredictable tokens), long (56), middle (two hard tokens), "
                    "shortcut (24 unpredictable tokens; the start often answers without a trace).")
+    p.add_argument("--warm-until", type=float, default=0.0, help="Warm up the start until its greedy accuracy "
+                   "on unseen chains reaches this (checked every 100 steps) instead of the fixed 600 steps.")
     p.add_argument("--workers", type=int, default=1, help="Trainings at once, one thread each (2 on a 2-core "
                    "machine: ~3x sooner than one process); a finished run is kept, so an interrupted grid resumes.")
     p.add_argument("--out", default="runs/testbed",

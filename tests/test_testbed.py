@@ -150,3 +150,31 @@ def test_a_changed_variant_definition_is_a_new_start_and_new_runs(monkeypatch):
     before = settings.key()
     monkeypatch.setitem(testbed.VARIANTS, "noise", testbed.Variant(noise=9))
     assert settings.key() != before and "noise=9" in settings.describe()
+
+
+def test_a_variant_warms_up_until_its_accuracy_and_records_each_check(monkeypatch, tmp_path):
+    """A variant whose answer takes longer to learn can start where the base task's 600 steps leave it:
+    the warm start stops at the first check that reaches ``warm_until`` and says so in warm_start.json."""
+    monkeypatch.setenv("NRT_CACHE", str(tmp_path / "cache"))
+    accuracies = iter([0.10, 0.20, 0.40, 0.90])
+    monkeypatch.setattr(testbed, "_warm_accuracy", lambda policy, settings: next(accuracies))
+    settings = testbed.Settings(variant="noise", hidden=16, warm_until=0.35, warm_max_steps=20, warm_check_every=2)
+    start = testbed.start_checkpoint(settings)
+    assert json.loads((start / "warm_start.json").read_text()) == {"steps": 6, "checks": [[2, 0.1], [4, 0.2], [6, 0.4]]}
+    text = testbed.warm_start_text({"warm_start": {"steps": 6, "checks": [[2, 0.1], [4, 0.2], [6, 0.4]]}}, settings)
+    assert text == "Warm start: 6 supervised steps (greedy accuracy every 2 steps, stopping at 0.35: 0.10, 0.20, 0.40)."
+
+
+def test_the_warm_accuracy_check_scores_greedy_answers_on_unseen_chains(monkeypatch, tmp_path):
+    """The check itself on an untrained tiny model: a fraction, from 200 problems none of which is a test one."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from nrt.modeling import prepare_policy
+
+    tokenizer = testbed.build_tokenizer(testbed.VARIANTS["noise"])
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    policy = prepare_policy(LlamaForCausalLM(config), tokenizer, "<|response_start|>")
+    accuracy = testbed._warm_accuracy(policy, testbed.Settings(variant="noise"))
+    assert 0.0 <= accuracy <= 1.0 and (accuracy * 200) == int(accuracy * 200)

@@ -157,13 +157,18 @@ def build_tokenizer(variant: Variant = VARIANTS["base"]) -> Any:
     return tokenizer
 
 
+def problem_example(problem: dict[str, str]) -> Any:
+    """One problem as ``nrt train`` reads it from a file: the question as the user's turn, and the answer."""
+    from nrt.data import Example
+
+    return Example([{"role": "user", "content": problem["question"]}], problem["answer"], "testbed")
+
+
 def encode_problem(tokenizer: Any, problem: dict[str, str]) -> tuple[list[int], list[int], list[int]]:
     """Prompt, worked-trace and answer ids of one problem, built as ``nrt train`` builds them."""
-    from nrt.data import Example
     from nrt.prompts import encode_example
 
-    example = Example([{"role": "user", "content": problem["question"]}], problem["answer"], "testbed")
-    enc = encode_example(tokenizer, example, system_prompt=None, max_answer_tokens=128)
+    enc = encode_example(tokenizer, problem_example(problem), system_prompt=None, max_answer_tokens=128)
     return enc.prompt_ids, tokenizer(problem["trace"], add_special_tokens=False).input_ids, enc.answer_ids
 
 
@@ -189,6 +194,7 @@ def start_checkpoint(settings: Settings, seed: int = 0) -> Path:
     model = policy.model
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.warm_lr, weight_decay=0.01)
     rng = random.Random(seed + 12345)
+    checked_on = _warm_check_examples(settings) if settings.warm_until else []
     checks: list[tuple[int, float]] = []
     for step in range(1, (settings.warm_max_steps if settings.warm_until else settings.warm_steps) + 1):
         problems = [make_problem(rng, rng.randint(*settings.warm_ops), variant) for _ in range(64)]
@@ -199,7 +205,7 @@ def start_checkpoint(settings: Settings, seed: int = 0) -> Path:
         optimizer.step()
         optimizer.zero_grad()
         if settings.warm_until and step % settings.warm_check_every == 0:
-            checks.append((step, _warm_accuracy(policy, settings)))
+            checks.append((step, _greedy(policy, "warm", checked_on, variant).accuracy))
             if checks[-1][1] >= settings.warm_until:
                 break
     tmp = folder.with_name(folder.name + ".tmp")
@@ -210,17 +216,11 @@ def start_checkpoint(settings: Settings, seed: int = 0) -> Path:
     return folder
 
 
-def _warm_accuracy(policy: Any, settings: Settings) -> float:
-    """Greedy think-then-answer accuracy on 200 chains of the trained lengths, none of them a test problem."""
-    from nrt.data import Example
-    from nrt.evaluate import Task, evaluate_task
-
-    variant, rng = VARIANTS[settings.variant], random.Random(4)  # the test files use seeds 2 and 3
-    problems = [make_problem(rng, rng.randint(*settings.train_ops), variant) for _ in range(200)]
-    examples = [Example([{"role": "user", "content": p["question"]}], p["answer"], "warm") for p in problems]
-    result = evaluate_task(policy, Task("warm", examples, variant.score), max_trace_tokens=12,
-                           max_answer_tokens=variant.answer_tokens() + 2, batch_size=100)
-    return result.accuracy
+def _warm_check_examples(settings: Settings) -> list[Any]:
+    """The 200 chains of the trained lengths that a warm start up to an accuracy is checked on, drawn with a seed
+    of their own (the training and test files use seeds 1-3)."""
+    variant, rng = VARIANTS[settings.variant], random.Random(4)
+    return [problem_example(make_problem(rng, rng.randint(*settings.train_ops), variant)) for _ in range(200)]
 
 
 def exact_trace_reward(problems_file: Path, tokenizer: Any) -> Any:
@@ -261,18 +261,23 @@ QUICK = ["control (exact-trace reward)", "control (no answer term)", "sft", "rlp
 def evaluate_files(model_dir: Path, files: dict[str, Path], settings: Settings) -> dict[str, dict[str, float]]:
     """Greedy think-then-answer on each file; accuracy counts the answer's values (``Variant.score``)."""
     from nrt.data import load_examples
-    from nrt.evaluate import Task, evaluate_task
     from nrt.modeling import load_policy
 
     policy = load_policy(str(model_dir))
     variant = VARIANTS[settings.variant]
     out = {}
     for name, path in files.items():
-        task = Task(name, load_examples(str(path)).examples[:settings.eval_size], variant.score)
-        r = evaluate_task(policy, task, max_trace_tokens=12, max_answer_tokens=variant.answer_tokens() + 2,
-                          batch_size=100)
+        r = _greedy(policy, name, load_examples(str(path)).examples[:settings.eval_size], variant)
         out[name] = {"accuracy": r.accuracy, "trace_len": r.trace_len_mean, "delimiter_rate": r.delimiter_rate}
     return out
+
+
+def _greedy(policy: Any, name: str, examples: list[Any], variant: Variant) -> Any:
+    """Greedy think-then-answer on ``examples``, scored on the answer's values (``Variant.score``)."""
+    from nrt.evaluate import Task, evaluate_task
+
+    return evaluate_task(policy, Task(name, examples, variant.score), max_trace_tokens=12,
+                         max_answer_tokens=variant.answer_tokens() + 2, batch_size=100)
 
 
 def run_one(out_dir: Path, name: str, seed: int, settings: Settings) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 import json
 import math
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -157,7 +158,7 @@ def test_a_variant_warms_up_until_its_accuracy_and_records_each_check(monkeypatc
     the warm start stops at the first check that reaches ``warm_until`` and says so in warm_start.json."""
     monkeypatch.setenv("NRT_CACHE", str(tmp_path / "cache"))
     accuracies = iter([0.10, 0.20, 0.40, 0.90])
-    monkeypatch.setattr(testbed, "_warm_accuracy", lambda policy, settings: next(accuracies))
+    monkeypatch.setattr(testbed, "_greedy", lambda *args: SimpleNamespace(accuracy=next(accuracies)))
     settings = testbed.Settings(variant="noise", hidden=16, warm_until=0.35, warm_max_steps=20, warm_check_every=2)
     start = testbed.start_checkpoint(settings)
     assert json.loads((start / "warm_start.json").read_text()) == {"steps": 6, "checks": [[2, 0.1], [4, 0.2], [6, 0.4]]}
@@ -166,7 +167,7 @@ def test_a_variant_warms_up_until_its_accuracy_and_records_each_check(monkeypatc
 
 
 def test_the_warm_accuracy_check_scores_greedy_answers_on_unseen_chains(monkeypatch, tmp_path):
-    """The check itself on an untrained tiny model: a fraction, from 200 problems none of which is a test one."""
+    """The check itself on an untrained tiny model: a fraction of its 200 problems, drawn apart from the test's."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from nrt.modeling import prepare_policy
@@ -176,5 +177,7 @@ def test_the_warm_accuracy_check_scores_greedy_answers_on_unseen_chains(monkeypa
                          num_attention_heads=2, num_key_value_heads=2, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
     policy = prepare_policy(LlamaForCausalLM(config), tokenizer, "<|response_start|>")
-    accuracy = testbed._warm_accuracy(policy, testbed.Settings(variant="noise"))
-    assert 0.0 <= accuracy <= 1.0 and (accuracy * 200) == int(accuracy * 200)
+    examples = testbed._warm_check_examples(testbed.Settings(variant="noise"))
+    accuracy = testbed._greedy(policy, "warm", examples, testbed.VARIANTS["noise"]).accuracy
+    assert len(examples) == 200 and 0.0 <= accuracy <= 1.0
+    assert accuracy * 200 == pytest.approx(round(accuracy * 200))  # a count of right answers out of 200

@@ -59,9 +59,11 @@ def _testbed(args: argparse.Namespace) -> None:
     if unknown:
         raise ConfigError(f"--methods: unknown {unknown}; choose from {list(testbed.METHODS)}")
     seeds = list(range(1 if args.quick else args.seeds))
-    settings = testbed.Settings(variant=args.variant, warm_until=args.warm_until)
+    settings = testbed.Settings(variant=args.variant, warm_until=args.warm_until, answer_steps=args.answer_steps)
     if args.eval_size is not None:
         settings = dataclasses.replace(settings, eval_size=args.eval_size)
+    if args.rl_lr is not None:
+        settings = dataclasses.replace(settings, rl_lr=args.rl_lr)
     out = Path(args.out)
     started = time.perf_counter()
     results = testbed.run(out, methods=methods, seeds=seeds, settings=settings, workers=args.workers)
@@ -154,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "shortcut (24 unpredictable tokens; the start often answers without a trace).")
     p.add_argument("--warm-until", type=float, default=0.0, help="Warm up the start until its greedy accuracy "
                    "on unseen chains reaches this (checked every 100 steps) instead of the fixed 600 steps.")
+    p.add_argument("--answer-steps", type=int, default=0, help="Teach a variant's start in two stages: worked "
+                   "traces with the base task's answer, then this many steps with the variant's own answer.")
+    p.add_argument("--rl-lr", type=float, default=None, help="Learning rate of every method's training; default: "
+                   "the testbed's (2e-4).")
     p.add_argument("--workers", type=int, default=1, help="Trainings at once, one thread each (2 on a 2-core "
                    "machine: ~3x sooner than one process); a finished run is kept, so an interrupted grid resumes.")
     p.add_argument("--out", default="runs/testbed",

@@ -36,6 +36,7 @@ from nrt.plots import plot_curves
 
 OPS = {"+": lambda a, b: (a + b) % 10, "-": lambda a, b: (a - b) % 10, "*": lambda a, b: (a * b) % 10}
 FORMAT_WORDS = ["the", "answer", "is", "."]
+NOISE_WORDS = list("abcdefghij")  # unpredictable tokens: not digits, whose logits the trace needs
 SPECIALS = ["<pad>", "<unk>", "</s>"]
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }} {% endfor %}{% if add_generation_prompt %}={% endif %}"
 
@@ -56,7 +57,7 @@ class Variant:
             words += ["and", "the", "middle", "is", str(middle)]
         words.append(".")
         if self.noise:
-            words += ["code", *map(str, noise)]
+            words += ["code", *(NOISE_WORDS[d] for d in noise)]
         return " ".join(words)
 
     def hard_positions(self) -> list[int]:
@@ -73,8 +74,14 @@ class Variant:
 
     def words(self) -> list[str]:
         """Answer words beyond the base vocabulary, in a fixed order (the base variant adds none)."""
-        extra = [*self.prefix, *(["and", "middle"] if self.middle else []), *(["code"] if self.noise else [])]
+        extra = [*self.prefix, *(["and", "middle"] if self.middle else []),
+                 *(["code", *NOISE_WORDS] if self.noise else [])]
         return list(dict.fromkeys(w for w in extra if w not in FORMAT_WORDS))
+
+    def trace_stage(self) -> Variant:
+        """What the warm start's first stage teaches: the base task's answer, with this variant's share of
+        examples without a trace."""
+        return Variant(empty_trace_rate=self.empty_trace_rate)
 
 
 LONG_PREFIX = "so after every step of this chain of operations the value that we reach at its very end is"
@@ -104,6 +111,12 @@ class Settings:
     warm_max_steps: int = 6000
     warm_check_every: int = 100
     warm_lr: float = 3e-3
+    # > 0: a variant's start is taught in two stages: worked traces with the base task's answer (warm_steps or
+    # warm_until, as the base start), then this many more steps of worked traces with the variant's own answer.
+    # Taught in one stage, the unpredictable tokens' loss slows the trace's learning and leaves a start whose
+    # every step is about half right, which RL barely moves (results/testbed-variants/README.md, "Why the
+    # control did not learn"). 0: one stage on the variant's answer.
+    answer_steps: int = 0
     hidden: int = 64
     layers: int = 2
     rl_steps: int = 200
@@ -173,8 +186,9 @@ def encode_problem(tokenizer: Any, problem: dict[str, str]) -> tuple[list[int], 
 
 
 def start_checkpoint(settings: Settings, seed: int = 0) -> Path:
-    """The cached warm-start model: briefly taught worked traces of short chains. Its folder's
-    ``warm_start.json`` says how many steps it took and, for a variant warmed up to an accuracy, each check's."""
+    """The cached warm-start model: briefly taught worked traces of short chains, then (``answer_steps``) a
+    variant's own answer. Its folder's ``warm_start.json`` says how many steps each stage took and, for a start
+    warmed up to an accuracy, each check's."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from nrt.modeling import prepare_policy
@@ -191,35 +205,45 @@ def start_checkpoint(settings: Settings, seed: int = 0) -> Path:
                          max_position_embeddings=128, tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
     policy = prepare_policy(LlamaForCausalLM(config), tokenizer, "<|response_start|>", "testbed")
-    model = policy.model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.warm_lr, weight_decay=0.01)
-    rng = random.Random(seed + 12345)
-    checked_on = _warm_check_examples(settings) if settings.warm_until else []
-    checks: list[tuple[int, float]] = []
-    for step in range(1, (settings.warm_max_steps if settings.warm_until else settings.warm_steps) + 1):
-        problems = [make_problem(rng, rng.randint(*settings.warm_ops), variant) for _ in range(64)]
-        samples = [Sample(prompt, [] if variant.empty_trace_rate and rng.random() < variant.empty_trace_rate
-                          else trace, True, answer)
-                   for prompt, trace, answer in (encode_problem(tokenizer, p) for p in problems)]
+    model, rng = policy.model, random.Random(seed + 12345)
+
+    def teach(taught: Variant, optimizer: torch.optim.Optimizer) -> None:
+        """One supervised step on 64 fresh chains written as ``taught``."""
+        problems = [make_problem(rng, rng.randint(*settings.warm_ops), taught) for _ in range(64)]
+        samples = [Sample(prompt, [] if taught.empty_trace_rate and rng.random() < taught.empty_trace_rate
+                          else trace_ids, True, answer)
+                   for prompt, trace_ids, answer in (encode_problem(tokenizer, p) for p in problems)]
         worked_trace_nll(model, samples, policy.delimiter_id, tokenizer.eos_token_id, tokenizer.pad_token_id).backward()
         optimizer.step()
         optimizer.zero_grad()
+
+    first = variant.trace_stage() if settings.answer_steps else variant
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.warm_lr, weight_decay=0.01)
+    checked_on = _warm_check_examples(settings, first) if settings.warm_until else []
+    checks: list[tuple[int, float]] = []
+    for step in range(1, (settings.warm_max_steps if settings.warm_until else settings.warm_steps) + 1):
+        teach(first, optimizer)
         if settings.warm_until and step % settings.warm_check_every == 0:
-            checks.append((step, _greedy(policy, "warm", checked_on, variant).accuracy))
+            checks.append((step, _greedy(policy, "warm", checked_on, first).accuracy))
             if checks[-1][1] >= settings.warm_until:
                 break
+    answer_steps = settings.answer_steps if first != variant else 0
+    # a fresh optimizer: the new answer's tokens have gradients unlike those the first stage's moments saw
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.warm_lr, weight_decay=0.01)
+    for _ in range(answer_steps):
+        teach(variant, optimizer)
     tmp = folder.with_name(folder.name + ".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / "warm_start.json").write_text(json.dumps({"steps": step, "checks": checks}))
+    (tmp / "warm_start.json").write_text(json.dumps({"steps": step, "checks": checks, "answer_steps": answer_steps}))
     tmp.rename(folder)
     return folder
 
 
-def _warm_check_examples(settings: Settings) -> list[Any]:
-    """The 200 chains of the trained lengths that a warm start up to an accuracy is checked on, drawn with a seed
-    of their own (the training and test files use seeds 1-3)."""
-    variant, rng = VARIANTS[settings.variant], random.Random(4)
+def _warm_check_examples(settings: Settings, variant: Variant) -> list[Any]:
+    """The 200 chains of the trained lengths, written as ``variant``, that a warm start up to an accuracy is
+    checked on, drawn with a seed of their own (the training and test files use seeds 1-3)."""
+    rng = random.Random(4)
     return [problem_example(make_problem(rng, rng.randint(*settings.train_ops), variant)) for _ in range(200)]
 
 
@@ -369,6 +393,9 @@ def warm_start_text(results: dict[str, Any], settings: Settings) -> str:
         accuracies = ", ".join(f"{acc:.2f}" for _, acc in warm["checks"])
         text += (f" (greedy accuracy every {settings.warm_check_every} steps, stopping at "
                  f"{settings.warm_until}: {accuracies})")
+    if warm.get("answer_steps"):
+        text += (f" with the base task's answer, then {warm['answer_steps']} steps on this variant's answer, the "
+                 "trace as context only")
     return text + "."
 
 

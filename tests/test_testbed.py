@@ -161,7 +161,8 @@ def test_a_variant_warms_up_until_its_accuracy_and_records_each_check(monkeypatc
     monkeypatch.setattr(testbed, "_greedy", lambda *args: SimpleNamespace(accuracy=next(accuracies)))
     settings = testbed.Settings(variant="noise", hidden=16, warm_until=0.35, warm_max_steps=20, warm_check_every=2)
     start = testbed.start_checkpoint(settings)
-    assert json.loads((start / "warm_start.json").read_text()) == {"steps": 6, "checks": [[2, 0.1], [4, 0.2], [6, 0.4]]}
+    assert json.loads((start / "warm_start.json").read_text()) == {"steps": 6, "checks": [[2, 0.1], [4, 0.2], [6, 0.4]],
+                                                                   "answer_steps": 0}
     text = testbed.warm_start_text({"warm_start": {"steps": 6, "checks": [[2, 0.1], [4, 0.2], [6, 0.4]]}}, settings)
     assert text == "Warm start: 6 supervised steps (greedy accuracy every 2 steps, stopping at 0.35: 0.10, 0.20, 0.40)."
 
@@ -177,7 +178,7 @@ def test_the_warm_accuracy_check_scores_greedy_answers_on_unseen_chains(monkeypa
                          num_attention_heads=2, num_key_value_heads=2, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
     policy = prepare_policy(LlamaForCausalLM(config), tokenizer, "<|response_start|>")
-    examples = testbed._warm_check_examples(testbed.Settings(variant="noise"))
+    examples = testbed._warm_check_examples(testbed.Settings(), testbed.VARIANTS["noise"])
     accuracy = testbed._greedy(policy, "warm", examples, testbed.VARIANTS["noise"]).accuracy
     assert len(examples) == 200 and 0.0 <= accuracy <= 1.0
     assert accuracy * 200 == pytest.approx(round(accuracy * 200))  # a count of right answers out of 200

@@ -48,7 +48,7 @@ class Variant:
 
     prefix: tuple[str, ...] = ("the", "answer", "is")  # easy format tokens before the value
     middle: bool = False  # also state the value halfway through the chain: a second, easier hard token
-    noise: int = 0  # digits after the answer drawn independently of the question: no trace can predict them
+    noise: int = 0  # letters after the answer drawn independently of the question: no trace can predict them
     empty_trace_rate: float = 0.0  # warm-start examples without a trace: the start can answer without thinking
 
     def answer(self, value: int, middle: int, noise: list[int]) -> str:
@@ -68,7 +68,7 @@ class Variant:
         return len(self.answer(0, 0, [0] * self.noise).split())
 
     def score(self, prediction: str, example: Any) -> float:
-        """1 if every value in the answer is right (the format and the unpredictable digits are not scored)."""
+        """1 if every value in the answer is right (the format and the unpredictable letters are not scored)."""
         words, reference = prediction.split(), example.answer.split()
         return float(all(i < len(words) and words[i] == reference[i] for i in self.hard_positions()))
 
@@ -247,15 +247,20 @@ def _warm_check_examples(settings: Settings, variant: Variant) -> list[Any]:
     return [problem_example(make_problem(rng, rng.randint(*settings.train_ops), variant)) for _ in range(200)]
 
 
-def exact_trace_reward(problems_file: Path, tokenizer: Any) -> Any:
-    """Positive control: 1 if the sampled trace is exactly the worked trace, else 0."""
+def exact_trace_reward(problems_file: Path, tokenizer: Any, final_value_only: bool = False) -> Any:
+    """Positive control: 1 if the sampled trace is exactly the worked trace, else 0. ``final_value_only``: 1 if
+    its last token is the chain's final value, however it got there: the verifiable reward nearest to what the
+    answer's likelihood sees when the answer copies the trace's last value."""
     reference = {}
     for line in problems_file.read_text().splitlines():
         prompt, trace, _ = encode_problem(tokenizer, json.loads(line))
         reference[tuple(prompt)] = trace
 
+    def right(trace: list[int], worked: list[int]) -> bool:
+        return trace[-1:] == worked[-1:] if final_value_only else trace == worked
+
     def reward(samples: list) -> torch.Tensor:
-        return torch.tensor([float(s.trace_ids == reference[tuple(s.prompt_ids)]) for s in samples])
+        return torch.tensor([float(right(s.trace_ids, reference[tuple(s.prompt_ids)])) for s in samples])
 
     return reward
 
@@ -263,6 +268,7 @@ def exact_trace_reward(problems_file: Path, tokenizer: Any) -> Any:
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "control (exact-trace reward)": ("nrt-ws", {}),
     "control (no answer term)": ("nrt-ws", {"answer_weight": 0.0}),  # the trace reward alone
+    "control (final-value reward, no answer term)": ("nrt-ws", {"answer_weight": 0.0}),
     "sft": ("sft", {}),
     "jepo": ("jepo", {}),
     "verifree": ("verifree", {}),
@@ -276,6 +282,8 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
        for preset in ("jepo", "verifree", "rlpr", "nrt-gm", "nrt-ws", "nrt-ws-inv")},
     # where P underflows (variant long) only the format term is left: does it alone shorten the traces?
     "verifree derived token reward no format term": ("verifree", {"token_reward": "derived", "format_weight": 0.0}),
+    # the trace term alone, without the groups whose rewards barely differ (no trace got the value right)
+    "nrt-ws no answer term small-spread filter": ("nrt-ws", {"answer_weight": 0.0, "group_std_min": 0.01}),
 }
 CURVE_KEYS = ("step", "reward_raw_mean", "trace_len_mean", "trace_entropy", "delimiter_rate", "answer_nll_gain")
 QUICK = ["control (exact-trace reward)", "control (no answer term)", "sft", "rlpr", "nrt-gm", "nrt-ws",
@@ -326,8 +334,8 @@ def run_one(out_dir: Path, name: str, seed: int, settings: Settings) -> dict[str
         "max_trace_tokens": settings.train_ops[1] + 2, "max_answer_tokens": variant.answer_tokens(),
         "max_prompt_tokens": 32, "lr": settings.rl_lr, "dtype": "fp32", "tensorboard": False, "progress": False,
         "samples_per_step": 2, **extra})
-    reward_fn = exact_trace_reward(train_file, load_policy(str(start)).tokenizer) if name.startswith("control") \
-        else None
+    reward_fn = exact_trace_reward(train_file, load_policy(str(start)).tokenizer, "final-value" in name) \
+        if name.startswith("control") else None
     started = time.perf_counter()
     result = train(cfg, reward_fn=reward_fn)
     minutes = (time.perf_counter() - started) / 60
@@ -394,8 +402,7 @@ def warm_start_text(results: dict[str, Any], settings: Settings) -> str:
         text += (f" (greedy accuracy every {settings.warm_check_every} steps, stopping at "
                  f"{settings.warm_until}: {accuracies})")
     if warm.get("answer_steps"):
-        text += (f" with the base task's answer, then {warm['answer_steps']} steps on this variant's answer, the "
-                 "trace as context only")
+        text += (f" with the base task's answer, then {warm['answer_steps']} steps with this variant's answer")
     return text + "."
 
 

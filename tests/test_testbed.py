@@ -42,6 +42,12 @@ def test_exact_trace_reward(tmp_path):
     right = tok(p["trace"], add_special_tokens=False).input_ids
     got = reward([Sample(prompt, right, True, []), Sample(prompt, right[:-1], True, [])])
     assert got.tolist() == [1.0, 0.0]
+    final_value = testbed.exact_trace_reward(path, tok, final_value_only=True)
+    wrong_step = [right[0] + 1 if right[0] < tok.convert_tokens_to_ids("9") else right[0] - 1, *right[1:]]
+    off_by_one = [*right[:-1], right[-1] + 1 if right[-1] < tok.convert_tokens_to_ids("9") else right[-1] - 1]
+    got = final_value([Sample(prompt, right, True, []), Sample(prompt, wrong_step, True, []),
+                       Sample(prompt, off_by_one, True, []), Sample(prompt, [], True, [])])
+    assert got.tolist() == [1.0, 1.0, 0.0, 0.0]  # the last value alone counts; an empty trace has none
 
 
 def test_reduced_testbed_positive_control_learns(tmp_path, monkeypatch):
@@ -115,16 +121,16 @@ def test_the_base_variant_keeps_the_committed_tasks_problems_and_vocabulary():
     assert len(testbed.build_tokenizer()) == 21
 
 
-def test_variant_accuracy_scores_the_values_not_the_unpredictable_digits():
+def test_variant_accuracy_scores_the_values_not_the_unpredictable_letters():
     from nrt.data import Example
 
     def example(answer):
         return Example([{"role": "user", "content": "q"}], answer, "testbed")
 
     noise, middle = testbed.VARIANTS["noise"], testbed.VARIANTS["middle"]
-    ref = example("the answer is 7 . code 1 2 3 4 5 6 7 8")
-    assert noise.score("the answer is 7 . code 9 9 9 9 9 9 9 9", ref) == 1.0
-    assert noise.score("the answer is 6 . code 1 2 3 4 5 6 7 8", ref) == 0.0
+    ref = example("the answer is 7 . code b c d e f g h i")
+    assert noise.score("the answer is 7 . code j j j j j j j j", ref) == 1.0
+    assert noise.score("the answer is 6 . code b c d e f g h i", ref) == 0.0
     assert noise.score("the answer", ref) == 0.0
     ref = example("the answer is 7 and the middle is 3 .")
     assert middle.score("the answer is 7 and the middle is 3 .", ref) == 1.0
@@ -132,7 +138,7 @@ def test_variant_accuracy_scores_the_values_not_the_unpredictable_digits():
 
 
 def test_the_long_variants_product_is_exactly_zero_in_float32():
-    """The premise of the 'long' variant: 56 digits at c = 0.1 and one at 0.9 put log P(answer) near -130,
+    """The premise of the 'long' variant: 56 letters at c = 0.1 and one at 0.9 put log P(answer) near -130,
     below float32's smallest exp, so VeriFree's reward and its derived token reward vanish."""
     variant = testbed.VARIANTS["long"]
     logp = torch.full((1, variant.answer_tokens()), math.log(0.1))
@@ -182,3 +188,45 @@ def test_the_warm_accuracy_check_scores_greedy_answers_on_unseen_chains(monkeypa
     accuracy = testbed._greedy(policy, "warm", examples, testbed.VARIANTS["noise"]).accuracy
     assert len(examples) == 200 and 0.0 <= accuracy <= 1.0
     assert accuracy * 200 == pytest.approx(round(accuracy * 200))  # a count of right answers out of 200
+
+
+def test_unpredictable_tokens_are_letters_not_the_digits_the_trace_is_written_in():
+    """Fitting tokens no trace can predict must not pull on the logits of the trace's own tokens."""
+    words = testbed.make_problem(random.Random(0), 4, testbed.VARIANTS["noise"])["answer"].split()
+    assert words[5] == "code" and all(w in testbed.NOISE_WORDS for w in words[6:]) and len(words[6:]) == 8
+
+
+def test_a_two_stage_start_teaches_traces_with_the_base_answer_then_the_variants(monkeypatch, tmp_path):
+    """--answer-steps: the first stage's problems are written with the base task's answer (keeping the variant's
+    share of traceless examples), the second stage's with the variant's own; the base variant has no second."""
+    monkeypatch.setenv("NRT_CACHE", str(tmp_path / "cache"))
+    taught = []
+    real = testbed.make_problem
+    monkeypatch.setattr(testbed, "make_problem", lambda rng, n, v: taught.append(v) or real(rng, n, v))
+    settings = testbed.Settings(variant="shortcut", hidden=16, warm_steps=3, answer_steps=2)
+    start = testbed.start_checkpoint(settings)
+    shortcut = testbed.VARIANTS["shortcut"]
+    assert taught == [testbed.Variant(empty_trace_rate=0.5)] * (3 * 64) + [shortcut] * (2 * 64)
+    assert json.loads((start / "warm_start.json").read_text())["answer_steps"] == 2
+    text = testbed.warm_start_text({"warm_start": json.loads((start / "warm_start.json").read_text())}, settings)
+    assert text == ("Warm start: 3 supervised steps with the base task's answer, then 2 steps with this variant's "
+                    "answer.")
+    taught.clear()
+    start = testbed.start_checkpoint(testbed.Settings(hidden=16, warm_steps=3, answer_steps=2))
+    assert taught == [testbed.VARIANTS["base"]] * (3 * 64)
+    assert json.loads((start / "warm_start.json").read_text())["answer_steps"] == 0
+
+
+def test_testbed_cli_passes_answer_steps_and_the_learning_rate(monkeypatch, tmp_path):
+    from nrt.cli import main
+
+    seen = {}
+
+    def fake_run(out, *, methods, seeds, settings, workers):
+        seen["settings"] = settings
+        raise SystemExit(0)
+
+    monkeypatch.setattr(testbed, "run", fake_run)
+    with pytest.raises(SystemExit):
+        main(["testbed", "--variant", "noise", "--answer-steps", "100", "--rl-lr", "6e-4", "--out", str(tmp_path)])
+    assert seen["settings"] == testbed.Settings(variant="noise", answer_steps=100, rl_lr=6e-4)

@@ -268,7 +268,7 @@ def exact_trace_reward(problems_file: Path, tokenizer: Any, final_value_only: bo
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "control (exact-trace reward)": ("nrt-ws", {}),
     "control (no answer term)": ("nrt-ws", {"answer_weight": 0.0}),  # the trace reward alone
-    "control (final-value reward, no answer term)": ("nrt-ws", {"answer_weight": 0.0}),
+    "control (final-value reward) no answer term": ("nrt-ws", {"answer_weight": 0.0}),
     "sft": ("sft", {}),
     "jepo": ("jepo", {}),
     "verifree": ("verifree", {}),

@@ -59,7 +59,8 @@ def _testbed(args: argparse.Namespace) -> None:
     if unknown:
         raise ConfigError(f"--methods: unknown {unknown}; choose from {list(testbed.METHODS)}")
     seeds = list(range(1 if args.quick else args.seeds))
-    settings = testbed.Settings(variant=args.variant, warm_until=args.warm_until, answer_steps=args.answer_steps)
+    settings = testbed.Settings(variant=args.variant, warm_until=args.warm_until, answer_steps=args.answer_steps,
+                                start_seed=args.start_seed)
     if args.eval_size is not None:
         settings = dataclasses.replace(settings, eval_size=args.eval_size)
     if args.rl_lr is not None:
@@ -158,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "on unseen chains reaches this (checked every 100 steps) instead of the fixed 600 steps.")
     p.add_argument("--answer-steps", type=int, default=0, help="Teach a variant's start in two stages: worked "
                    "traces with the base task's answer, then this many steps with the variant's own answer.")
+    p.add_argument("--start-seed", type=int, default=0, help="Which draw of the start checkpoint (its "
+                   "initialisation and warm-start data); every method and seed of the grid shares it.")
     p.add_argument("--rl-lr", type=float, default=None, help="Learning rate of every method's training; default: "
                    "the testbed's (2e-4).")
     p.add_argument("--workers", type=int, default=1, help="Trainings at once, one thread each (2 on a 2-core "

@@ -117,6 +117,9 @@ class Settings:
     # every step is about half right, which RL barely moves (results/testbed-variants/README.md, "Why the
     # control did not learn"). 0: one stage on the variant's answer.
     answer_steps: int = 0
+    # which draw of the start (its initialisation and warm-start data): every method of a grid shares one, so
+    # a grid's seeds vary the training, not the start; runs from other draws show how much the start decides
+    start_seed: int = 0
     hidden: int = 64
     layers: int = 2
     rl_steps: int = 200
@@ -185,7 +188,7 @@ def encode_problem(tokenizer: Any, problem: dict[str, str]) -> tuple[list[int], 
     return enc.prompt_ids, tokenizer(problem["trace"], add_special_tokens=False).input_ids, enc.answer_ids
 
 
-def start_checkpoint(settings: Settings, seed: int = 0) -> Path:
+def start_checkpoint(settings: Settings) -> Path:
     """The cached warm-start model: briefly taught worked traces of short chains, then (``answer_steps``) a
     variant's own answer. Its folder's ``warm_start.json`` says how many steps each stage took and, for a start
     warmed up to an accuracy, each check's."""
@@ -194,6 +197,7 @@ def start_checkpoint(settings: Settings, seed: int = 0) -> Path:
     from nrt.modeling import prepare_policy
     from nrt.sequences import Sample, worked_trace_nll
 
+    seed = settings.start_seed
     folder = cache_dir() / "testbed" / f"start-{settings.key()}-{seed}"
     if (folder / "config.json").is_file():
         return folder

@@ -222,7 +222,7 @@ def test_a_two_stage_start_teaches_traces_with_the_base_answer_then_the_variants
     assert json.loads((start / "warm_start.json").read_text())["answer_steps"] == 0
 
 
-def test_testbed_cli_passes_answer_steps_and_the_learning_rate(monkeypatch, tmp_path):
+def test_testbed_cli_passes_answer_steps_the_start_seed_and_the_learning_rate(monkeypatch, tmp_path):
     from nrt.cli import main
 
     seen = {}
@@ -233,5 +233,17 @@ def test_testbed_cli_passes_answer_steps_and_the_learning_rate(monkeypatch, tmp_
 
     monkeypatch.setattr(testbed, "run", fake_run)
     with pytest.raises(SystemExit):
-        main(["testbed", "--variant", "noise", "--answer-steps", "100", "--rl-lr", "6e-4", "--out", str(tmp_path)])
-    assert seen["settings"] == testbed.Settings(variant="noise", answer_steps=100, rl_lr=6e-4)
+        main(["testbed", "--variant", "noise", "--answer-steps", "100", "--rl-lr", "6e-4", "--start-seed", "2",
+              "--out", str(tmp_path)])
+    assert seen["settings"] == testbed.Settings(variant="noise", answer_steps=100, rl_lr=6e-4, start_seed=2)
+
+
+def test_each_start_seed_is_its_own_start(monkeypatch, tmp_path):
+    """--start-seed draws another start (initialisation and warm-start data) rather than reusing the cached one."""
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("NRT_CACHE", str(tmp_path / "cache"))
+    first, second = (testbed.start_checkpoint(testbed.Settings(hidden=16, warm_steps=2, start_seed=s)) for s in (0, 1))
+    assert first != second
+    a, b = (load_file(str(f / "model.safetensors")) for f in (first, second))
+    assert not torch.equal(a["model.embed_tokens.weight"], b["model.embed_tokens.weight"])

@@ -43,14 +43,6 @@ def folder(out: Path, start: str, data: str, lr: float = 2e-4) -> Path:
     return out / f"{start.replace(', ', '-').replace(' ', '-')}-start-on-{data}-data-lr{lr:g}"
 
 
-def write_data(where: Path, variant: str) -> None:
-    """The testbed's files for ``variant`` (same seeds as ``testbed.run``), whatever start will train on them."""
-    v = testbed.VARIANTS[variant]
-    testbed.write_problems(where / "data" / "train.jsonl", 2000, (3, 4), seed=1, variant=v)
-    testbed.write_problems(where / "data" / "test_in.jsonl", 1000, (3, 4), seed=2, variant=v)
-    testbed.write_problems(where / "data" / "test_long.jsonl", 1000, (5, 6), seed=3, variant=v)
-
-
 def step_table(model_dir: Path, variant: testbed.Variant) -> dict[int, tuple[list[float], float]]:
     """Per chain length: the fraction of held-out chains whose most likely trace token at each step is right given
     a right prefix, and the mean probability of the whole worked trace (delimiter included)."""
@@ -114,17 +106,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     out, started = Path(args.out), time.perf_counter()
-    for start, data in SWAP:
-        write_data(folder(out, start, data), data)
+    for start, data in SWAP:  # a start trains on another task's chains: the files are written as that task's
+        testbed.write_task_files(folder(out, start, data) / "data", STARTS[start], testbed.VARIANTS[data])
     for lr in {lr for _, lr in TWO_STAGE_RUNS}:
-        write_data(folder(out, "noise, two stages", "noise", lr), "noise")
-    for settings in STARTS.values():
-        testbed.start_checkpoint(settings)  # built once, before any worker needs it
+        testbed.write_task_files(folder(out, "noise, two stages", "noise", lr) / "data", STARTS["noise, two stages"],
+                                 testbed.VARIANTS["noise"])
     jobs = [(folder(out, start, data), "control (no answer term)", 0, STARTS[start]) for start, data in SWAP]
     jobs += [(folder(out, "noise, two stages", "noise", lr), method, 0,
               dataclasses.replace(STARTS["noise, two stages"], rl_lr=lr)) for method, lr in TWO_STAGE_RUNS]
-    for job in jobs:
-        testbed.start_checkpoint(job[3])  # the learning rate is part of the cache key: 6e-4 has its own entry
+    for settings in {*STARTS.values(), *(job[3] for job in jobs)}:  # the learning rate is part of the cache key
+        testbed.start_checkpoint(settings)  # built once, before any worker needs it
     done = testbed.map_one_thread(testbed.run_one, jobs, args.workers)
     starts_eval = {name: testbed.evaluate_files(testbed.start_checkpoint(s), testbed._eval_files(
         folder(out, name, "noise" if s.variant == "noise" else "base") / "data"), s)["in-dist"]["accuracy"]

@@ -158,6 +158,14 @@ def write_problems(path: Path, n: int, ops: tuple[int, int], seed: int,
     return path
 
 
+def write_task_files(data_dir: Path, settings: Settings, variant: Variant) -> None:
+    """The training problems and the two held-out splits (``_eval_files``), written as ``variant``: seeds 1-3, so
+    every run of a grid, and a start taught on another variant's answer, sees the same chains."""
+    write_problems(data_dir / "train.jsonl", 2000, settings.train_ops, seed=1, variant=variant)
+    write_problems(data_dir / "test_in.jsonl", settings.eval_size, settings.train_ops, seed=2, variant=variant)
+    write_problems(data_dir / "test_long.jsonl", settings.eval_size, settings.long_ops, seed=3, variant=variant)
+
+
 def build_tokenizer(variant: Variant = VARIANTS["base"]) -> Any:
     """A word-level tokenizer over digits, operators and the answer's words, with a chat template."""
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -232,10 +240,11 @@ def start_checkpoint(settings: Settings) -> Path:
             if checks[-1][1] >= settings.warm_until:
                 break
     answer_steps = settings.answer_steps if first != variant else 0
-    # a fresh optimizer: the new answer's tokens have gradients unlike those the first stage's moments saw
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.warm_lr, weight_decay=0.01)
-    for _ in range(answer_steps):
-        teach(variant, optimizer)
+    if answer_steps:
+        # a fresh optimizer: the new answer's tokens have gradients unlike those the first stage's moments saw
+        optimizer = torch.optim.AdamW(model.parameters(), lr=settings.warm_lr, weight_decay=0.01)
+        for _ in range(answer_steps):
+            teach(variant, optimizer)
     tmp = folder.with_name(folder.name + ".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -378,9 +387,7 @@ def run(out_dir: Path, *, methods: list[str], seeds: list[int], settings: Settin
     two threads busy), so two one-thread workers finish a grid about 3x sooner than one process.
     """
     variant, data_dir = VARIANTS[settings.variant], out_dir / "data"
-    write_problems(data_dir / "train.jsonl", 2000, settings.train_ops, seed=1, variant=variant)
-    write_problems(data_dir / "test_in.jsonl", settings.eval_size, settings.train_ops, seed=2, variant=variant)
-    write_problems(data_dir / "test_long.jsonl", settings.eval_size, settings.long_ops, seed=3, variant=variant)
+    write_task_files(data_dir, settings, variant)
     start = start_checkpoint(settings)  # built once, before any worker needs it
     jobs = [(name, seed) for name in methods for seed in seeds]
     done = map_one_thread(run_one, [(out_dir, name, seed, settings) for name, seed in jobs], workers)

@@ -4,6 +4,7 @@
     python experiments/real_model.py --quick --model DIR  # 2 steps, 8 problems: checks the pipeline (minutes)
     python experiments/real_model.py --workers 2          # two one-thread trainings at a time
     python experiments/real_model.py --finished           # the table from the runs finished so far; trains nothing
+    python experiments/real_model.py --first-seed 3 --out results/real-model/replication  # fresh seeds, same start
 
 1. Warm start (supervised, minutes): the model (default SmolLM2-135M-Instruct) is taught to write 3-digit
    additions column by column (``7+9=16, write 6 carry 1. 4+8+1=13, write 3 carry 1. 3+5+1=9, write 9.``),
@@ -241,6 +242,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="Trainings at once, one thread each.")
     parser.add_argument("--finished", action="store_true", help="Report the runs finished so far (an interrupted "
                         "grid); train nothing. The README says which runs are missing.")
+    parser.add_argument("--first-seed", type=int, default=0, help="Each method's seeds are first-seed, "
+                        "first-seed + 1, ...: a replication on fresh seeds from the same warm start (runs are kept "
+                        "per seed, so earlier seeds' runs are neither read nor overwritten).")
     args = parser.parse_args(argv)
     budget = QUICK if args.quick else Budget()
     out, runs = Path(args.out), Path(args.runs)
@@ -265,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     methods = args.methods.split(",")
     seeds = {name: 1 if args.quick else SEEDS[name] for name in methods}
     # Seed-major: every method's first seed finishes before any method's second (an interrupted grid is balanced).
-    jobs = [(name, seed) for seed in range(max(seeds.values())) for name in methods if seed < seeds[name]]
+    jobs = [(name, args.first_seed + i) for i in range(max(seeds.values())) for name in methods if i < seeds[name]]
     missing = [job for job in jobs if not (run_folder(runs, *job) / "record.json").is_file()] if args.finished else []
     jobs = [job for job in jobs if job not in missing]
     records = map_one_thread(run_method, [(name, seed, start, budget, runs, data) for name, seed in jobs], args.workers)

@@ -47,6 +47,12 @@ def test_real_model_experiment_quick_on_the_tiny_model(tiny_model_dir, tmp_path)
     assert not (tmp_path / "runs" / "jepo-seed0" / "record.json").exists()
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "not yet run: jepo seed 0." in readme and "| jepo |" not in readme and "| nrt-gm | 1 |" in readme
+    replication = subprocess.run([*cmd, "--first-seed", "3", "--methods", "sft,nrt-ws"], cwd=ROOT,
+                                 capture_output=True, text=True)  # fresh seeds from the same warm start
+    assert replication.returncode == 0, replication.stderr
+    assert "] train nrt-ws seed 3" in replication.stdout and "warm start step" not in replication.stdout
+    assert [r["seed"] for r in json.loads((tmp_path / "out" / "results.json").read_text())["methods"]["nrt-ws"]] == [3]
+    assert (tmp_path / "runs" / "nrt-ws-seed0" / "record.json").is_file()
 
 
 def test_column_traces_write_the_sum_and_the_verifier_reads_it():

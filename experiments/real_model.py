@@ -5,6 +5,8 @@
     python experiments/real_model.py --workers 2          # two one-thread trainings at a time
     python experiments/real_model.py --finished           # the table from the runs finished so far; trains nothing
     python experiments/real_model.py --first-seed 3 --out results/real-model/replication  # fresh seeds, same start
+    python experiments/real_model.py --first-seed 3 --out results/real-model/replication \
+        --pool-with results/real-model/results.json  # also pairs both grids' seeds together
 
 1. Warm start (supervised, minutes): the model (default SmolLM2-135M-Instruct) is taught to write 3-digit
    additions column by column (``7+9=16, write 6 carry 1. 4+8+1=13, write 3 carry 1. 3+5+1=9, write 9.``),
@@ -231,6 +233,22 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def pool(earlier: dict[str, Any], later: dict[str, Any], source: str) -> dict[str, Any]:
+    """Both grids' runs of each method together, for pairing on all their seeds; only grids from one warm start
+    on disjoint seeds pool (otherwise a seed would pair with itself or two starts would mix)."""
+    if earlier["warm_start"] != later["warm_start"]:
+        raise SystemExit(f"--pool-with {source}: that grid started from another warm start; it does not pool")
+    methods = {}
+    for name, runs in later["methods"].items():
+        before = earlier["methods"].get(name, [])
+        shared = {r["seed"] for r in before} & {r["seed"] for r in runs}
+        if shared:
+            raise SystemExit(f"--pool-with {source}: {name} has seeds {sorted(shared)} in both grids; "
+                             f"a replication's seeds must be fresh (--first-seed)")
+        methods[name] = before + runs
+    return {"methods": methods}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="results/real-model", help="Table, plot and JSON.")
@@ -245,6 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="Each method's seeds are first-seed, "
                         "first-seed + 1, ...: a replication on fresh seeds from the same warm start (runs are kept "
                         "per seed, so earlier seeds' runs are neither read nor overwritten).")
+    parser.add_argument("--pool-with", type=Path, help="results.json of an earlier grid from the same warm start "
+                        "on other seeds: the README also pairs every method against nrt-ws on both grids' seeds.")
     args = parser.parse_args(argv)
     budget = QUICK if args.quick else Budget()
     out, runs = Path(args.out), Path(args.runs)
@@ -272,6 +292,13 @@ def main(argv: list[str] | None = None) -> None:
     jobs = [(name, args.first_seed + i) for i in range(max(seeds.values())) for name in methods if i < seeds[name]]
     missing = [job for job in jobs if not (run_folder(runs, *job) / "record.json").is_file()] if args.finished else []
     jobs = [job for job in jobs if job not in missing]
+    earlier = None
+    if args.pool_with:
+        if not args.pool_with.is_file():
+            parser.error(f"--pool-with {args.pool_with}: no such file")
+        earlier = json.loads(args.pool_with.read_text())
+        planned = {name: [{"seed": seed} for n, seed in jobs if n == name] for name in methods}
+        pool(earlier, {"warm_start": history, "methods": planned}, str(args.pool_with))  # fails before training
     records = map_one_thread(run_method, [(name, seed, start, budget, runs, data) for name, seed in jobs], args.workers)
     for (name, _), record in zip(jobs, records, strict=True):
         results["methods"].setdefault(name, []).append(record)
@@ -287,6 +314,10 @@ def main(argv: list[str] | None = None) -> None:
     if "nrt-ws" in results["methods"]:
         for split in ("3-digit", "4-digit"):
             text += f"\n\n{split}, paired on seeds against nrt-ws:\n\n" + paired_table(results, split=split)
+    if earlier is not None and "nrt-ws" in results["methods"]:
+        pooled = pool(earlier, results, str(args.pool_with))
+        text += f"\n\nPooled with the grid in {args.pool_with}, 3-digit, paired on seeds against nrt-ws:\n\n" \
+            + paired_table(pooled, split="3-digit")
     command = " ".join(["python", "experiments/real_model.py", *(argv if argv is not None else sys.argv[1:])])
     (out / "README.md").write_text(
         f"# Every method from one warm start of `{args.model}`\n\n`{command}` at commit {commit}: {minutes:.0f} min "

@@ -1,6 +1,7 @@
 """experiments/compare.py end to end on the tiny model: every row, the table, the plot; a rerun reuses runs."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,14 @@ def test_real_model_experiment_quick_on_the_tiny_model(tiny_model_dir, tmp_path)
     assert "] train nrt-ws seed 3" in replication.stdout and "warm start step" not in replication.stdout
     assert [r["seed"] for r in json.loads((tmp_path / "out" / "results.json").read_text())["methods"]["nrt-ws"]] == [3]
     assert (tmp_path / "runs" / "nrt-ws-seed0" / "record.json").is_file()
+    pooled = subprocess.run([*cmd, "--out", str(tmp_path / "pooled"), "--first-seed", "3", "--methods",
+                             "sft,nrt-ws", "--pool-with", str(tmp_path / "out" / "results.json")], cwd=ROOT,
+                            capture_output=True, text=True)  # reads seed 3 back; pairs seeds 0 and 3
+    assert pooled.returncode == 0 and "] train " not in pooled.stdout, pooled.stderr
+    assert "Pooled with the grid in" in pooled.stdout and re.search(r"\| sft \| [^|]+ \| [^|]+ \| 2 \|", pooled.stdout)
+    clash = subprocess.run([*cmd, "--pool-with", str(tmp_path / "pooled" / "results.json")], cwd=ROOT,
+                           capture_output=True, text=True)  # seed 0 again: would pair a seed with itself
+    assert clash.returncode != 0 and "must be fresh" in clash.stderr
 
 
 def test_column_traces_write_the_sum_and_the_verifier_reads_it():

@@ -48,19 +48,20 @@ def test_real_model_experiment_quick_on_the_tiny_model(tiny_model_dir, tmp_path)
     assert not (tmp_path / "runs" / "jepo-seed0" / "record.json").exists()
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "not yet run: jepo seed 0." in readme and "| jepo |" not in readme and "| nrt-gm | 1 |" in readme
-    replication = subprocess.run([*cmd, "--first-seed", "3", "--methods", "sft,nrt-ws"], cwd=ROOT,
-                                 capture_output=True, text=True)  # fresh seeds from the same warm start
+    replication = subprocess.run([*cmd, "--out", str(tmp_path / "replication"), "--first-seed", "3", "--methods",
+                                  "sft,nrt-ws"], cwd=ROOT, capture_output=True, text=True)  # fresh seeds, same start
     assert replication.returncode == 0, replication.stderr
     assert "] train nrt-ws seed 3" in replication.stdout and "warm start step" not in replication.stdout
-    assert [r["seed"] for r in json.loads((tmp_path / "out" / "results.json").read_text())["methods"]["nrt-ws"]] == [3]
+    replicated = json.loads((tmp_path / "replication" / "results.json").read_text())
+    assert [r["seed"] for r in replicated["methods"]["nrt-ws"]] == [3]
     assert (tmp_path / "runs" / "nrt-ws-seed0" / "record.json").is_file()
     pooled = subprocess.run([*cmd, "--out", str(tmp_path / "pooled"), "--first-seed", "3", "--methods",
                              "sft,nrt-ws", "--pool-with", str(tmp_path / "out" / "results.json")], cwd=ROOT,
                             capture_output=True, text=True)  # reads seed 3 back; pairs seeds 0 and 3
     assert pooled.returncode == 0 and "] train " not in pooled.stdout, pooled.stderr
     assert "Pooled with the grid in" in pooled.stdout and re.search(r"\| sft \| [^|]+ \| [^|]+ \| 2 \|", pooled.stdout)
-    clash = subprocess.run([*cmd, "--pool-with", str(tmp_path / "pooled" / "results.json")], cwd=ROOT,
-                           capture_output=True, text=True)  # seed 0 again: would pair a seed with itself
+    clash = subprocess.run([*cmd, "--first-seed", "3", "--pool-with", str(tmp_path / "replication" / "results.json")],
+                           cwd=ROOT, capture_output=True, text=True)  # seed 3 again: would pair a seed with itself
     assert clash.returncode != 0 and "must be fresh" in clash.stderr
 
 

@@ -51,6 +51,17 @@ def _eval(args: argparse.Namespace) -> None:
     print(f"samples and scores: {args.output}")
 
 
+def _int_list(text: str) -> list[int]:
+    """``0,1,2`` -> ``[0, 1, 2]``; argparse reports a bad value with its flag's name."""
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not comma-separated integers: {text!r}") from None
+    if len(set(values)) < len(values):
+        raise argparse.ArgumentTypeError(f"a value is repeated: {text!r}")
+    return values
+
+
 def _testbed(args: argparse.Namespace) -> None:
     from nrt import testbed
 
@@ -59,26 +70,36 @@ def _testbed(args: argparse.Namespace) -> None:
     if unknown:
         raise ConfigError(f"--methods: unknown {unknown}; choose from {list(testbed.METHODS)}")
     seeds = list(range(1 if args.quick else args.seeds))
-    settings = testbed.Settings(variant=args.variant, warm_until=args.warm_until, answer_steps=args.answer_steps,
-                                start_seed=args.start_seed)
+    settings = testbed.Settings(variant=args.variant, warm_until=args.warm_until, answer_steps=args.answer_steps)
     if args.eval_size is not None:
         settings = dataclasses.replace(settings, eval_size=args.eval_size)
     if args.rl_lr is not None:
         settings = dataclasses.replace(settings, rl_lr=args.rl_lr)
     out = Path(args.out)
     started = time.perf_counter()
-    results = testbed.run(out, methods=methods, seeds=seeds, settings=settings, workers=args.workers)
-    table = testbed.table(results)
-    if "nrt-ws" in results["methods"]:
-        table += "\n\nPaired on seeds, against nrt-ws:\n\n" + testbed.paired_table(results)
-    testbed.plot(results, out / "curves.png")
+    draws, text = {}, ""
+    for draw in args.start_seed:
+        # one draw keeps --out as it was; several get a folder each and, at the end, a table paired within draws
+        draw_out = out if len(args.start_seed) == 1 else out / f"start-{draw}"
+        draw_settings = dataclasses.replace(settings, start_seed=draw)
+        results = draws[draw] = testbed.run(draw_out, methods=methods, seeds=seeds, settings=draw_settings,
+                                            workers=args.workers)
+        table = testbed.table(results)
+        if "nrt-ws" in results["methods"]:
+            table += "\n\nPaired on seeds, against nrt-ws:\n\n" + testbed.paired_table(results)
+        testbed.plot(results, draw_out / "curves.png")
+        curves = "curves.png" if draw_out == out else f"{draw_out.name}/curves.png"
+        heading = "" if draw_out == out else f"## Start draw {draw}\n\n"
+        text += f"{heading}{testbed.warm_start_text(results, draw_settings)}\n\n{table}\n\n![curves]({curves})\n\n"
+    if len(draws) > 1 and "nrt-ws" in methods:
+        text += ("## Every draw, each run paired with nrt-ws on its own draw and seed (draw/seed)\n\n"
+                 + testbed.paired_table(testbed.pool_draws(draws)) + "\n")
     minutes = (time.perf_counter() - started) / 60
     command = shlex.join(["nrt", *sys.argv[1:]]) if sys.argv[1:2] == ["testbed"] else "nrt testbed"
-    (out / "README.md").write_text(f"# nrt testbed ({settings.variant})\n\n`{command}`: {len(seeds)} seed(s), "
-                                   f"{settings.eval_size} held-out problems per split, {minutes:.1f} min. "
-                                   f"{testbed.warm_start_text(results, settings)}"
-                                   f"\n\n{table}\n\n![curves](curves.png)\n")
-    print(table)
+    (out / "README.md").write_text(f"# nrt testbed ({settings.variant})\n\n`{command}`: {len(seeds)} seed(s) x "
+                                   f"{len(draws)} start draw(s), {settings.eval_size} held-out problems per split, "
+                                   f"{minutes:.1f} min.\n\n{text}")
+    print(text)
     print(f"\n{minutes:.1f} min; table, curves and results.json in {out}")
 
 
@@ -159,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "on unseen chains reaches this (checked every 100 steps) instead of the fixed 600 steps.")
     p.add_argument("--answer-steps", type=int, default=0, help="Teach a variant's start in two stages: worked "
                    "traces with the base task's answer, then this many steps with the variant's own answer.")
-    p.add_argument("--start-seed", type=int, default=0, help="Which draw of the start checkpoint (its "
-                   "initialisation and warm-start data); every method and seed of the grid shares it.")
+    p.add_argument("--start-seed", type=_int_list, default=[0], help="Which draw(s) of the start checkpoint (its "
+                   "initialisation and warm-start data), comma-separated: every method and seed trains from each, "
+                   "and with several, each method is also paired with nrt-ws within each draw.")
     p.add_argument("--rl-lr", type=float, default=None, help="Learning rate of every method's training; default: "
                    "the testbed's (2e-4).")
     p.add_argument("--workers", type=int, default=1, help="Trainings at once, one thread each (2 on a 2-core "

@@ -402,6 +402,17 @@ def run(out_dir: Path, *, methods: list[str], seeds: list[int], settings: Settin
     return results
 
 
+def pool_draws(draws: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Several start draws' results as one for ``paired_table``: each run's seed becomes ``draw/seed``, so a
+    method pairs with the baseline only on the same draw and seed. Within a draw both trained from one start;
+    across draws the start differs, and pairing across them would add the start's spread to the difference."""
+    methods: dict[str, list[dict[str, Any]]] = {}
+    for draw, results in draws.items():
+        for name, runs in results["methods"].items():
+            methods.setdefault(name, []).extend({**r, "seed": f"{draw}/{r['seed']}"} for r in runs)
+    return {"methods": methods}
+
+
 def warm_start_text(results: dict[str, Any], settings: Settings) -> str:
     """One sentence on how the start was made (empty for a start cached before this was recorded)."""
     warm = results.get("warm_start")

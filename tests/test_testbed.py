@@ -79,10 +79,7 @@ def test_control_runs_with_and_without_the_answer_term_and_runs_go_under_runs():
 
 
 def test_paired_differences_against_the_baseline_on_the_same_seeds():
-    def runs(accuracies):
-        return [{"seed": s, "eval": {"in-dist": {"accuracy": a}}} for s, a in enumerate(accuracies)]
-
-    results = {"methods": {"nrt-ws": runs([0.5, 0.6, 0.7]), "other": runs([0.6, 0.8, 0.7])}}
+    results = {"methods": {"nrt-ws": _runs([0.5, 0.6, 0.7]), "other": _runs([0.6, 0.8, 0.7])}}
     ((name, mean, low, high, n),) = testbed.paired_differences(results)
     # differences 0.1, 0.2, 0.0: mean 0.1, sd 0.1, t(0.975, 2) = 4.3027 -> half width 0.2484
     assert name == "other" and n == 3 and abs(mean - 0.1) < 1e-12
@@ -222,6 +219,10 @@ def test_a_two_stage_start_teaches_traces_with_the_base_answer_then_the_variants
     assert json.loads((start / "warm_start.json").read_text())["answer_steps"] == 0
 
 
+def _runs(accuracies):
+    return [{"seed": s, "eval": {"in-dist": {"accuracy": a}}} for s, a in enumerate(accuracies)]
+
+
 def test_testbed_cli_passes_answer_steps_the_start_seed_and_the_learning_rate(monkeypatch, tmp_path):
     from nrt.cli import main
 
@@ -236,6 +237,45 @@ def test_testbed_cli_passes_answer_steps_the_start_seed_and_the_learning_rate(mo
         main(["testbed", "--variant", "noise", "--answer-steps", "100", "--rl-lr", "6e-4", "--start-seed", "2",
               "--out", str(tmp_path)])
     assert seen["settings"] == testbed.Settings(variant="noise", answer_steps=100, rl_lr=6e-4, start_seed=2)
+
+
+def test_draws_pool_with_each_run_paired_on_its_own_draw():
+    """Draw 1's start is better for every method: pairing across draws (seed 0 with seed 0) would mix it in."""
+    draws = {0: {"methods": {"nrt-ws": _runs([0.2, 0.3]), "other": _runs([0.3, 0.4])}},
+             1: {"methods": {"nrt-ws": _runs([0.6, 0.7]), "other": _runs([0.7, 0.8])}}}
+    ((name, mean, low, high, n),) = testbed.paired_differences(testbed.pool_draws(draws))
+    assert (name, n) == ("other", 4) and abs(mean - 0.1) < 1e-12 and abs(high - low) < 1e-12
+    assert [r["seed"] for r in testbed.pool_draws(draws)["methods"]["other"]] == ["0/0", "0/1", "1/0", "1/1"]
+    assert draws[0]["methods"]["other"][0]["seed"] == 0  # the draws' own results are left as they were
+
+
+def test_testbed_cli_trains_each_start_draw_in_its_folder_and_pairs_within_draws(monkeypatch, tmp_path):
+    from nrt.cli import main
+
+    calls = []
+
+    def fake_run(out, *, methods, seeds, settings, workers):
+        calls.append((out, settings.start_seed))
+        return {"methods": {"nrt-ws": _runs([0.2 + settings.start_seed / 10]),
+                            "sft": _runs([0.3 + settings.start_seed / 10])}}
+
+    monkeypatch.setattr(testbed, "run", fake_run)
+    monkeypatch.setattr(testbed, "table", lambda results: "| table |")
+    monkeypatch.setattr(testbed, "plot", lambda results, path: None)
+    main(["testbed", "--start-seed", "0,3", "--seeds", "1", "--methods", "nrt-ws,sft", "--out", str(tmp_path)])
+    assert calls == [(tmp_path / "start-0", 0), (tmp_path / "start-3", 3)]
+    readme = (tmp_path / "README.md").read_text()
+    assert "## Start draw 3" in readme and "![curves](start-3/curves.png)" in readme
+    assert "| sft | +0.100 | [+0.100, +0.100] | 2 | higher |" in readme.split("## Every draw")[1]
+
+
+@pytest.mark.parametrize("value", ["1,x", "1,1"])
+def test_testbed_cli_names_a_bad_start_seed_list(value, capsys):
+    from nrt.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["testbed", "--start-seed", value])
+    assert "--start-seed" in capsys.readouterr().err
 
 
 def test_each_start_seed_is_its_own_start(monkeypatch, tmp_path):

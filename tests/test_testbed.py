@@ -223,7 +223,7 @@ def _runs(accuracies):
     return [{"seed": s, "eval": {"in-dist": {"accuracy": a}}} for s, a in enumerate(accuracies)]
 
 
-def test_testbed_cli_passes_answer_steps_the_start_seed_and_the_learning_rate(monkeypatch, tmp_path):
+def test_testbed_cli_passes_the_start_recipe_and_the_learning_rate(monkeypatch, tmp_path):
     from nrt.cli import main
 
     seen = {}
@@ -235,8 +235,9 @@ def test_testbed_cli_passes_answer_steps_the_start_seed_and_the_learning_rate(mo
     monkeypatch.setattr(testbed, "run", fake_run)
     with pytest.raises(SystemExit):
         main(["testbed", "--variant", "noise", "--answer-steps", "100", "--rl-lr", "6e-4", "--start-seed", "2",
-              "--out", str(tmp_path)])
-    assert seen["settings"] == testbed.Settings(variant="noise", answer_steps=100, rl_lr=6e-4, start_seed=2)
+              "--warm-until", "0.4", "--warm-check-every", "20", "--out", str(tmp_path)])
+    assert seen["settings"] == testbed.Settings(variant="noise", answer_steps=100, rl_lr=6e-4, start_seed=2,
+                                                warm_until=0.4, warm_check_every=20)
 
 
 def test_draws_pool_with_each_run_paired_on_its_own_draw():

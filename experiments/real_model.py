@@ -104,12 +104,13 @@ def examples(path: Path, limit: int) -> list[Example]:
 
 
 def accuracy(policy: Any, path: Path, budget: Budget) -> dict[str, float]:
-    """Greedy think-then-answer; under bf16 autocast where the CPU computes bf16 natively (as training does)."""
+    """Greedy think-then-answer on the policy's device; under bf16 autocast where that device computes bf16
+    natively (as training does)."""
     from nrt.evaluate import Task, evaluate_task
     from nrt.scoring import exact_match
     from nrt.trainer import use_bf16
 
-    with torch.autocast("cpu", torch.bfloat16, enabled=use_bf16("auto")):
+    with torch.autocast(next(policy.model.parameters()).device.type, torch.bfloat16, enabled=use_bf16("auto")):
         r = evaluate_task(policy, Task(path.stem, examples(path, budget.eval_size), exact_match),
                           max_trace_tokens=budget.max_trace_tokens, max_answer_tokens=8, batch_size=50)
     return {"accuracy": r.accuracy, "trace_len": r.trace_len_mean, "delimiter_rate": r.delimiter_rate}
@@ -117,7 +118,7 @@ def accuracy(policy: Any, path: Path, budget: Budget) -> dict[str, float]:
 
 def warm_start(model: str, budget: Budget, runs: Path, held_out: Path) -> tuple[Path, list[dict[str, float]]]:
     """Teach worked column traces until held-out accuracy reaches the ``warm_target`` window (see above)."""
-    from nrt.modeling import load_policy
+    from nrt.modeling import inference_device, load_policy
     from nrt.prompts import encode_example
     from nrt.sequences import Sample, worked_trace_nll
     from nrt.trainer import use_bf16
@@ -126,7 +127,8 @@ def warm_start(model: str, budget: Budget, runs: Path, held_out: Path) -> tuple[
     if log.is_file():
         return folder, json.loads(log.read_text())
     torch.manual_seed(0)
-    policy = load_policy(model)
+    device = inference_device()
+    policy = load_policy(model, device=device)
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=budget.warm_lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 10))
     rng, history, previous = random.Random(4), [], {}
@@ -140,7 +142,7 @@ def warm_start(model: str, budget: Budget, runs: Path, held_out: Path) -> tuple[
             enc = encode_example(policy.tokenizer, example, system_prompt=None, max_answer_tokens=16)
             trace = policy.tokenizer(p["trace"], add_special_tokens=False).input_ids
             samples.append(Sample(enc.prompt_ids, trace, True, enc.answer_ids))
-        with torch.autocast("cpu", torch.bfloat16, enabled=use_bf16("auto")):
+        with torch.autocast(device.type, torch.bfloat16, enabled=use_bf16("auto")):
             loss = worked_trace_nll(policy.model, samples, policy.delimiter_id, policy.end_id, policy.pad_id)
         loss.backward()
         optimizer.step()
@@ -189,7 +191,7 @@ def run_folder(runs: Path, name: str, seed: int) -> Path:
 def run_method(name: str, seed: int, start: Path, budget: Budget, runs: Path, data: Path) -> dict[str, Any]:
     """Train ``name`` with ``seed`` from the warm start and evaluate it, unless that finished before."""
     from nrt import load_config, train
-    from nrt.modeling import load_policy
+    from nrt.modeling import inference_device, load_policy
 
     run_dir = run_folder(runs, name, seed)
     record = run_dir / "record.json"
@@ -209,7 +211,7 @@ def run_method(name: str, seed: int, start: Path, budget: Budget, runs: Path, da
     started = time.perf_counter()
     result = train(cfg, reward_fn=reward_fn)
     minutes = (time.perf_counter() - started) / 60
-    policy = load_policy(str(result.checkpoint / "model"))
+    policy = load_policy(str(result.checkpoint / "model"), device=inference_device())
     policy.model.eval()
     out = {"seed": seed, "minutes": minutes, "metrics": result.metrics,
            "eval": {split: accuracy(policy, data / f"{split}.jsonl", budget) for split in ("3-digit", "4-digit")}}
@@ -278,9 +280,9 @@ def main(argv: list[str] | None = None) -> None:
     start, history = warm_start(args.model, budget, runs, data / "3-digit.jsonl")
     start_eval = runs / "start-eval.json"
     if not start_eval.is_file():
-        from nrt.modeling import load_policy
+        from nrt.modeling import inference_device, load_policy
 
-        policy = load_policy(str(start))
+        policy = load_policy(str(start), device=inference_device())
         policy.model.eval()
         start_eval.write_text(json.dumps({s: accuracy(policy, data / f"{s}.jsonl", budget)
                                           for s in ("3-digit", "4-digit")}))

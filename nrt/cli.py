@@ -9,6 +9,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from nrt.config import FIELDS, ConfigError, load_config, preset_names, resolve_config_path
 from nrt.data import DataError
@@ -22,14 +23,34 @@ def _train(args: argparse.Namespace) -> None:
     train(cfg, resume=args.resume)
 
 
+def _inference_policy(args: argparse.Namespace) -> Any:
+    """The model of ``nrt generate`` / ``nrt eval`` on the device and in the dtype their flags ask for."""
+    from nrt.modeling import inference_device, inference_dtype, load_policy
+
+    device = inference_device(args.device)
+    return load_policy(args.model, trust_remote_code=args.trust_remote_code, device=device,
+                       dtype=inference_dtype(args.dtype, device))
+
+
+def _inference_args(p: argparse.ArgumentParser) -> None:
+    from nrt.rollout import SAMPLERS
+
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:N.")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="Weights' dtype. auto: bf16 on a GPU that computes it, fp32 on the CPU.")
+    p.add_argument("--sampler", default="auto", choices=["auto", *SAMPLERS],
+                   help="auto: as in training (nrt's KV-cache loop on the CPU, compiled static-cache generate for "
+                   "bf16 weights on a GPU).")
+
+
 def _generate(args: argparse.Namespace) -> None:
     from nrt.generate import generate
-    from nrt.modeling import load_policy
 
-    policy = load_policy(args.model, trust_remote_code=args.trust_remote_code)
+    policy = _inference_policy(args)
     out = generate(policy, args.question, system_prompt=args.system_prompt, seed=args.seed, think=not args.no_think,
                    max_trace_tokens=args.max_trace_tokens, max_answer_tokens=args.max_answer_tokens,
-                   temperature=args.temperature, greedy=not args.sample)
+                   temperature=args.temperature, greedy=not args.sample, sampler=args.sampler)
     closed = "closed with the delimiter" if out.emitted else "no delimiter: appended"
     print(f"--- trace ({out.trace_tokens} tokens, {closed}) ---\n{out.trace}\n--- answer ---\n{out.answer}")
 
@@ -38,13 +59,12 @@ def _eval(args: argparse.Namespace) -> None:
     from rich.console import Console
 
     from nrt.evaluate import evaluate, results_table, write_results
-    from nrt.modeling import load_policy
 
-    policy = load_policy(args.model, trust_remote_code=args.trust_remote_code)
+    policy = _inference_policy(args)
     tasks = [t for t in args.tasks.split(",") if t]
     results = evaluate(policy, tasks, limit=args.limit, eval_seed=args.eval_seed, think=not args.no_think,
                        max_trace_tokens=args.max_trace_tokens, max_answer_tokens=args.max_answer_tokens,
-                       batch_size=args.batch_size, system_prompt=args.system_prompt)
+                       batch_size=args.batch_size, system_prompt=args.system_prompt, sampler=args.sampler)
     mode = "no-think" if args.no_think else f"think (trace <= {args.max_trace_tokens} tokens)"
     Console(width=None if sys.stdout.isatty() else 160).print(results_table(results, f"{args.model} — {mode}"))
     write_results(results, Path(args.output), vars(args) | {"func": None})
@@ -146,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-think", action="store_true", help="Answer right after the delimiter, no trace.")
     p.add_argument("--system-prompt", default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--trust-remote-code", action="store_true")
+    _inference_args(p)
     p.set_defaults(func=_generate)
 
     p = sub.add_parser("eval", help="Think-then-answer evaluation on offline tasks; prints a table, writes JSON.")
@@ -163,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-seed", type=int, default=999, help="Seed block of held-out reasoning_gym problems.")
     p.add_argument("--system-prompt", default=None)
     p.add_argument("--output", default="eval.json", help="JSON with per-task figures and every sample.")
-    p.add_argument("--trust-remote-code", action="store_true")
+    _inference_args(p)
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("testbed", help="Every method on a synthetic task where reasoning is needed, in minutes.")

@@ -67,13 +67,15 @@ class TaskResult:
 
 
 def evaluate_task(policy: Policy, task: Task, *, think: bool = True, max_trace_tokens: int = 256,
-                  max_answer_tokens: int = 64, batch_size: int = 16, system_prompt: str | None = None) -> TaskResult:
+                  max_answer_tokens: int = 64, batch_size: int = 16, system_prompt: str | None = None,
+                  sampler: str = "auto") -> TaskResult:
     """Greedy think-then-answer on every example of ``task``, scored."""
     samples = []
     for start in range(0, len(task.examples), batch_size):
         batch = task.examples[start:start + batch_size]
         outs = think_then_answer(policy, [chat_messages(e, system_prompt) for e in batch], think=think,
-                                 max_trace_tokens=max_trace_tokens, max_answer_tokens=max_answer_tokens)
+                                 max_trace_tokens=max_trace_tokens, max_answer_tokens=max_answer_tokens,
+                                 sampler=sampler)
         for example, out in zip(batch, outs, strict=True):
             score = task.scorer(out.answer, example)
             samples.append({"question": example.messages[-1]["content"], "reference": example.answer,

@@ -2,19 +2,21 @@
 
 If the model does not close its trace within the budget, the delimiter is appended (as in training) and
 the answer is generated after it; ``emitted`` reports which happened. ``think=False`` answers right after
-the delimiter, with no trace.
+the delimiter, with no trace. The sampler is chosen as in training (``nrt.rollout.resolve_sampler``): nrt's
+KV-cache loop on a CPU, transformers' compiled static-cache ``generate`` for bf16 weights on a GPU.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from accelerate.utils import set_seed
 
 from nrt.data import Example
 from nrt.modeling import Policy
 from nrt.prompts import chat_messages, encode_prompt
-from nrt.rollout import Trace, sample_traces
+from nrt.rollout import SAMPLERS, Trace, resolve_sampler
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,10 @@ class Generation:
 
 def think_then_answer(policy: Policy, chats: list[list[dict[str, str]]], *, think: bool = True,
                       max_trace_tokens: int = 256, max_answer_tokens: int = 256, temperature: float = 1.0,
-                      top_p: float = 1.0, greedy: bool = True) -> list[Generation]:
+                      top_p: float = 1.0, greedy: bool = True, sampler: str = "auto") -> list[Generation]:
     """Generate a trace and then an answer for each chat context (batched)."""
+    weight = next(policy.model.parameters())
+    sample_traces = SAMPLERS[resolve_sampler(sampler, weight.device, weight.dtype != torch.float32)]
     prompts = [encode_prompt(policy.tokenizer, messages) for messages in chats]
     common = dict(num_traces=1, temperature=temperature, top_p=top_p, delimiter_id=policy.delimiter_id,
                   end_ids=policy.end_ids, pad_id=policy.pad_id, do_sample=not greedy)

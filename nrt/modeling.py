@@ -125,15 +125,39 @@ def add_delimiter(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, de
 
 
 def load_policy(name: str, *, delimiter: str = "<|response_start|>", trust_remote_code: bool = False,
-                dtype: torch.dtype = torch.float32) -> Policy:
-    """Load model and tokenizer (default, folder or hub name) and prepare them for NRT."""
+                dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Policy:
+    """Load model and tokenizer (default, folder or hub name) and prepare them for NRT, on ``device``."""
     path = resolve_model_path(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code, dtype=dtype)
     except OSError as exc:
         raise ModelError(f"model {name!r}: cannot load ({exc})") from None
-    return prepare_policy(model, tokenizer, delimiter, name)
+    policy = prepare_policy(model, tokenizer, delimiter, name)
+    policy.model.to(device)
+    return policy
+
+
+def inference_device(name: str = "auto") -> torch.device:
+    """Where evaluation and generation run. ``auto``: the GPU when there is one (a model that trained there
+    would otherwise be evaluated on the CPU, one token at a time), else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ModelError(f"device {name!r}: not a device name (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {name!r}: this machine has no CUDA device (use --device cpu or auto)")
+    return device
+
+
+def inference_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 weights on a GPU that computes bf16, fp32 elsewhere (CPU evaluation stays in fp32, as
+    every figure this project reports was measured)."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return {"bf16": torch.bfloat16, "fp32": torch.float32}[name]
 
 
 def prepare_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, delimiter: str,

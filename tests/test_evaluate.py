@@ -4,14 +4,15 @@ table and JSON, and evaluation during training."""
 import json
 
 import pytest
+import torch
 from conftest import tiny_overrides
 
-import nrt.generate
 from nrt import load_config, load_policy, train
 from nrt.cli import main
 from nrt.data import Example, load_examples
 from nrt.evaluate import Task, evaluate_task, load_task
-from nrt.rollout import Trace
+from nrt.modeling import ModelError, inference_device, inference_dtype
+from nrt.rollout import SAMPLERS, Trace
 from nrt.scoring import exact_match, normalize, reasoning_gym_score
 
 
@@ -44,7 +45,7 @@ def test_answer_is_what_follows_the_delimiter(tiny_model_dir, monkeypatch):
     ids = lambda text: tok(text, add_special_tokens=False).input_ids  # noqa: E731
     traces = [Trace(ids("2 plus 2 makes 4"), True), Trace(ids("let me think about it for a long"), False)]
     answers = [Trace(ids("4"), False), Trace(ids("5"), False)]
-    monkeypatch.setattr(nrt.generate, "sample_traces", _fake_sampler([traces, answers]))
+    monkeypatch.setitem(SAMPLERS, "cache", _fake_sampler([traces, answers]))
     examples = [Example([{"role": "user", "content": f"q{i}"}], "4", "t") for i in range(2)]
     result = evaluate_task(policy, Task("t", examples, exact_match), max_trace_tokens=8)
     first, second = result.samples
@@ -62,6 +63,33 @@ def test_eval_on_the_tiny_model_think_and_no_think(tiny_model_dir, qa_file):
     assert think.n == 3 and all(s["trace_tokens"] <= 6 for s in think.samples) and think.trace_len_mean > 0
     direct = evaluate_task(policy, task, think=False, max_answer_tokens=3)
     assert direct.trace_len_mean == 0 and all(s["trace"] == "" for s in direct.samples)
+
+
+def test_evaluation_picks_its_sampler_as_training_does(tiny_model_dir, qa_file, monkeypatch):
+    """On a CPU ``auto`` is nrt's KV-cache loop; a sampler named is used and gives the same greedy answers."""
+    policy, task = load_policy(str(tiny_model_dir)), load_task(str(qa_file), limit=3)
+    calls = []
+    loop = SAMPLERS["cache"]
+    monkeypatch.setitem(SAMPLERS, "cache", lambda *a, **k: calls.append(1) or loop(*a, **k))
+    auto = evaluate_task(policy, task, max_trace_tokens=6, max_answer_tokens=3)
+    assert len(calls) == 2  # the traces, then the answers
+    named = evaluate_task(policy, task, max_trace_tokens=6, max_answer_tokens=3, sampler="generate")
+    assert len(calls) == 2 and named.samples == auto.samples
+
+
+def test_inference_device_and_dtype():
+    assert inference_dtype("auto", torch.device("cpu")) == torch.float32  # CPU figures stay fp32
+    assert inference_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    assert inference_device("cpu") == torch.device("cpu")
+    assert inference_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ModelError, match="not a device name"):
+        inference_device("gpu0")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the message of a machine without CUDA")
+def test_eval_on_a_device_the_machine_lacks_says_so(tiny_model_dir, qa_file, capsys):
+    assert main(["eval", "--model", str(tiny_model_dir), "--tasks", str(qa_file), "--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
 
 
 def test_eval_cli_prints_a_table_and_writes_json(tiny_model_dir, qa_file, tmp_path, capsys):

@@ -1,12 +1,16 @@
 """On CUDA (skipped without it): training as a user runs it there (static-cache sampler, bf16 sampling copy,
 chunked logits, bf16 autocast), and sharded with FSDP2 over one process (NCCL)."""
 
+import json
+
 import pytest
 import torch
 from conftest import tiny_overrides
 from safetensors.torch import load_file
 
 from nrt import load_config, train
+from nrt.cli import main
+from nrt.modeling import inference_device, inference_dtype, load_policy
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -19,3 +23,15 @@ def test_training_steps_on_cuda(tiny_model_dir, qa_file, tmp_path, sharding):
     trained = load_file(result.checkpoint / "model" / "model.safetensors")
     start = load_file(tiny_model_dir / "model.safetensors")
     assert any(not torch.equal(trained[name], start[name]) for name in start if ".layers." in name)
+
+
+def test_eval_runs_on_cuda_in_bf16_with_the_compiled_sampler(tiny_model_dir, qa_file, tmp_path):
+    device = inference_device()
+    policy = load_policy(str(tiny_model_dir), device=device, dtype=inference_dtype("auto", device))
+    weight = next(policy.model.parameters())
+    assert weight.is_cuda and weight.dtype == torch.bfloat16
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(tiny_model_dir), "--tasks", str(qa_file), "--limit", "3",
+                 "--max-trace-tokens", "6", "--max-answer-tokens", "3", "--output", str(out)]) == 0
+    samples = json.loads(out.read_text())["tasks"][0]["samples"]
+    assert len(samples) == 3 and all(s["trace_tokens"] <= 6 for s in samples)

@@ -43,7 +43,7 @@ import torch
 
 from nrt.data import Example
 from nrt.plots import plot_curves
-from nrt.testbed import map_one_thread, mean_spread, paired_table
+from nrt.testbed import map_one_thread, mean_spread, paired_table, pool_draws
 
 CONTROL = "control (verified trace)"
 SEEDS = {"sft": 2, "verifree": 2, "rlpr": 3, "jepo": 2, "nrt-gm": 2, "nrt-ws": 3, CONTROL: 3}
@@ -240,15 +240,12 @@ def pool(earlier: dict[str, Any], later: dict[str, Any], source: str) -> dict[st
     on disjoint seeds pool (otherwise a seed would pair with itself or two starts would mix)."""
     if earlier["warm_start"] != later["warm_start"]:
         raise SystemExit(f"--pool-with {source}: that grid started from another warm start; it does not pool")
-    methods = {}
     for name, runs in later["methods"].items():
-        before = earlier["methods"].get(name, [])
-        shared = {r["seed"] for r in before} & {r["seed"] for r in runs}
+        shared = {r["seed"] for r in earlier["methods"].get(name, [])} & {r["seed"] for r in runs}
         if shared:
             raise SystemExit(f"--pool-with {source}: {name} has seeds {sorted(shared)} in both grids; "
                              f"a replication's seeds must be fresh (--first-seed)")
-        methods[name] = before + runs
-    return {"methods": methods}
+    return pool_draws({0: earlier, 1: later})  # disjoint seeds: pairing within each grid is pairing on seeds
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -86,9 +86,10 @@ def _testbed(args: argparse.Namespace) -> None:
     from nrt import testbed
 
     methods = args.methods.split(",") if args.methods else testbed.QUICK if args.quick else list(testbed.METHODS)
-    unknown = [m for m in methods if m not in testbed.METHODS]
-    if unknown:
-        raise ConfigError(f"--methods: unknown {unknown}; choose from {list(testbed.METHODS)}")
+    for flag, names in (("--methods", methods), ("--baseline", [args.baseline])):
+        unknown = [m for m in names if m not in testbed.METHODS]
+        if unknown:
+            raise ConfigError(f"{flag}: unknown {unknown}; choose from {list(testbed.METHODS)}")
     seeds = list(range(1 if args.quick else args.seeds))
     settings = testbed.Settings(variant=args.variant, warm_until=args.warm_until, answer_steps=args.answer_steps,
                                 warm_check_every=args.warm_check_every)
@@ -106,15 +107,16 @@ def _testbed(args: argparse.Namespace) -> None:
         results = draws[draw] = testbed.run(draw_out, methods=methods, seeds=seeds, settings=draw_settings,
                                             workers=args.workers)
         table = testbed.table(results)
-        if "nrt-ws" in results["methods"]:
-            table += "\n\nPaired on seeds, against nrt-ws:\n\n" + testbed.paired_table(results)
+        if args.baseline in results["methods"]:
+            table += f"\n\nPaired on seeds, against {args.baseline}:\n\n" \
+                + testbed.paired_table(results, args.baseline)
         testbed.plot(results, draw_out / "curves.png")
         curves = "curves.png" if draw_out == out else f"{draw_out.name}/curves.png"
         heading = "" if draw_out == out else f"## Start draw {draw}\n\n"
         text += f"{heading}{testbed.warm_start_text(results, draw_settings)}\n\n{table}\n\n![curves]({curves})\n\n"
-    if len(draws) > 1 and "nrt-ws" in methods:
-        text += ("## Every draw, each run paired with nrt-ws on its own draw and seed (draw/seed)\n\n"
-                 + testbed.paired_table(testbed.pool_draws(draws)) + "\n")
+    if len(draws) > 1 and args.baseline in methods:
+        text += (f"## Every draw, each run paired with {args.baseline} on its own draw and seed (draw/seed)\n\n"
+                 + testbed.paired_table(testbed.pool_draws(draws), args.baseline) + "\n")
     minutes = (time.perf_counter() - started) / 60
     command = shlex.join(["nrt", *sys.argv[1:]]) if sys.argv[1:2] == ["testbed"] else "nrt testbed"
     (out / "README.md").write_text(f"# nrt testbed ({settings.variant})\n\n`{command}`: {len(seeds)} seed(s) x "
@@ -191,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "and five methods.")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--methods", default=None, help="Comma-separated method names (default: all, or --quick's).")
+    p.add_argument("--baseline", default="nrt-ws", help="The method every other is paired with (95%% intervals of "
+                   "the differences), when it is among --methods.")
     p.add_argument("--eval-size", type=int, default=None,
                    help="Held-out problems per split (in-dist, longer); default: the testbed's (200).")
     p.add_argument("--variant", default="base", choices=list(VARIANTS),

@@ -99,6 +99,8 @@ def test_testbed_cli_names_an_unknown_method(capsys):
 
     assert main(["testbed", "--methods", "nrt-ws,nope", "--seeds", "1"]) == 2
     assert "--methods: unknown ['nope']" in capsys.readouterr().err
+    assert main(["testbed", "--methods", "nrt-ws", "--baseline", "nope", "--seeds", "1"]) == 2
+    assert "--baseline: unknown ['nope']" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", list(testbed.VARIANTS))
@@ -268,6 +270,10 @@ def test_testbed_cli_trains_each_start_draw_in_its_folder_and_pairs_within_draws
     readme = (tmp_path / "README.md").read_text()
     assert "## Start draw 3" in readme and "![curves](start-3/curves.png)" in readme
     assert "| sft | +0.100 | [+0.100, +0.100] | 2 | higher |" in readme.split("## Every draw")[1]
+    main(["testbed", "--start-seed", "0,3", "--seeds", "1", "--methods", "nrt-ws,sft", "--baseline", "sft",
+          "--out", str(tmp_path)])
+    pooled = (tmp_path / "README.md").read_text().split("## Every draw, each run paired with sft")[1]
+    assert "| nrt-ws | -0.100 | [-0.100, -0.100] | 2 | lower |" in pooled
 
 
 @pytest.mark.parametrize("value", ["1,x", "1,1"])

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from gpu import SHAPES  # benchmarks/gpu.py, beside this file
+from gpu import llama_config  # benchmarks/gpu.py, beside this file
 
 from nrt.data import Example
 from nrt.evaluate import Task, evaluate_task
@@ -42,14 +42,10 @@ CONFIGS = [("cpu fp32, nrt loop (before)", "cpu", torch.float32, "cache"),
 
 def save_model(shape: str, tokenizer_dir: str, folder: Path) -> None:
     """A randomly initialised Llama at ``shape`` with the tokenizer, as a checkpoint folder ``nrt eval`` loads."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaForCausalLM
 
-    hidden, inter, layers, heads, kv, vocab, tied, _ = SHAPES[shape]
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(vocab_size=vocab or len(tokenizer) + 1, hidden_size=hidden, intermediate_size=inter,
-                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
-                         max_position_embeddings=4096, tie_word_embeddings=tied, eos_token_id=tokenizer.eos_token_id,
-                         bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = llama_config(shape, tokenizer)
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -42,19 +42,25 @@ SHAPES = {  # hidden, intermediate, layers, heads, kv heads, vocab (None: the to
 H100_BF16_TFLOPS = 989.0
 
 
+def llama_config(shape: str, tokenizer):
+    """A Llama config at ``shape`` (``SHAPES``) for ``tokenizer`` (plus one id: the delimiter nrt adds)."""
+    from transformers import LlamaConfig
+
+    hidden, inter, layers, heads, kv, vocab, tied, _ = SHAPES[shape]
+    return LlamaConfig(vocab_size=vocab or len(tokenizer) + 1, hidden_size=hidden, intermediate_size=inter,
+                       num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
+                       max_position_embeddings=4096, tie_word_embeddings=tied, eos_token_id=tokenizer.eos_token_id,
+                       bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+
 def build_policy(shape: str, tokenizer_dir: str, device: torch.device):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaForCausalLM
 
     from nrt.modeling import prepare_policy
 
-    hidden, inter, layers, heads, kv, vocab, tied, _ = SHAPES[shape]
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(vocab_size=vocab or len(tokenizer) + 1, hidden_size=hidden, intermediate_size=inter,
-                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
-                         max_position_embeddings=4096, tie_word_embeddings=tied, eos_token_id=tokenizer.eos_token_id,
-                         bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
     with device:
-        model = LlamaForCausalLM(config)
+        model = LlamaForCausalLM(llama_config(shape, tokenizer))
     return prepare_policy(model, tokenizer, "<|response_start|>", shape)
 
 

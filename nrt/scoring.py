@@ -119,9 +119,15 @@ def contains_answer(prediction: str, example: Example) -> float:
 
 
 def instructions_followed(prediction: str, example: Example) -> float:
-    """IFEval (strict): the fraction of the prompt's instructions the response follows (1.0 = all)."""
+    """IFEval (strict): the fraction of the prompt's instructions the response follows (1.0 = all).
+
+    The language checks call langdetect, which samples n-grams at random: unseeded, a short English response
+    was detected as French one time in twenty, so the same response scored differently between runs."""
+    import langdetect
     from if_verifiable import evaluate_output_for_sample
     from if_verifiable.types import IFEvalSample
+
+    langdetect.DetectorFactory.seed = 0
 
     sample = IFEvalSample(key=example.meta["key"], prompt=example.messages[-1]["content"],
                           instruction_id_list=example.meta["instruction_id_list"], kwargs=example.meta["kwargs"])

@@ -185,7 +185,8 @@ def test_ifeval_input_data_and_instruction_checks(tmp_path):
          "kwargs": [{"keyword": "river", "frequency": 2, "relation": "at least", "num_words": None}]}])
     a, b = load_task(f"ifeval:{path}", limit=5).examples
     assert a.meta["instruction_id_list"] == ["change_case:english_lowercase", "punctuation:no_comma"]
-    assert instructions_followed("a quiet line\nanother one", a) == 1.0
+    # langdetect, unseeded, called this French about 1 time in 20: 100 scorings would almost surely differ
+    assert {instructions_followed("a quiet line\nanother one", a) for _ in range(100)} == {1.0}
     assert instructions_followed("A quiet line, loud", a) == 0.0
     assert instructions_followed("lowercase, but a comma", a) == 0.5
     assert instructions_followed("the river meets the river", b) == 1.0

@@ -97,6 +97,9 @@ def _testbed(args: argparse.Namespace) -> None:
         settings = dataclasses.replace(settings, eval_size=args.eval_size)
     if args.rl_lr is not None:
         settings = dataclasses.replace(settings, rl_lr=args.rl_lr)
+    if args.rl_steps is not None:
+        settings = dataclasses.replace(settings, rl_steps=args.rl_steps)
+    settings = dataclasses.replace(settings, eval_points=args.eval_points)
     out = Path(args.out)
     started = time.perf_counter()
     draws, text = {}, ""
@@ -112,6 +115,11 @@ def _testbed(args: argparse.Namespace) -> None:
                 + testbed.paired_table(results, args.baseline)
         testbed.plot(results, draw_out / "curves.png")
         curves = "curves.png" if draw_out == out else f"{draw_out.name}/curves.png"
+        if settings.eval_points:
+            testbed.plot_accuracy(results, draw_out / "accuracy.png")
+            table += (f"\n\nHeld-out accuracy (in-dist) during training:\n\n{testbed.curve_table(results)}\n\n"
+                      f"![accuracy]({curves.replace('curves', 'accuracy')})\n\nSigns of collapse, first tenth of "
+                      f"the run -> last tenth (`testbed.collapse_signs`):\n\n{testbed.collapse_table(results)}")
         heading = "" if draw_out == out else f"## Start draw {draw}\n\n"
         text += f"{heading}{testbed.warm_start_text(results, draw_settings)}\n\n{table}\n\n![curves]({curves})\n\n"
     if len(draws) > 1 and args.baseline in methods:
@@ -214,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "and with several, each method is also paired with nrt-ws within each draw.")
     p.add_argument("--rl-lr", type=float, default=None, help="Learning rate of every method's training; default: "
                    "the testbed's (2e-4).")
+    p.add_argument("--rl-steps", type=int, default=None, help="Training steps of every method; default: the "
+                   "testbed's (200).")
+    p.add_argument("--eval-points", type=int, default=0, help="Also evaluate every run this many times, evenly "
+                   "spaced (it must divide the steps): the README then has accuracy per point and each method's "
+                   "signs of collapse.")
     p.add_argument("--workers", type=int, default=1, help="Trainings at once, one thread each (2 on a 2-core "
                    "machine: ~3x sooner than one process); a finished run is kept, so an interrupted grid resumes.")
     p.add_argument("--out", default="runs/testbed",

@@ -25,7 +25,7 @@ import random
 import shutil
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,14 +127,22 @@ class Settings:
     rl_k: int = 8
     rl_lr: float = 2e-4  # 5e-5 moved nothing in 40-100 steps; 5e-4 was no better than 2e-4
     eval_size: int = 200
+    # > 0: also evaluate the held-out splits this many times during each run (every rl_steps / eval_points
+    # steps), so that a long run shows when accuracy rises or collapses, not only where it ends
+    eval_points: int = 0
     variant: str = "base"
 
     def describe(self) -> str:
-        """These settings and their variant's definition: what a cached start and a finished run depend on."""
+        """These settings and their variant's definition: what a finished run depends on."""
         return f"{self!r} {VARIANTS[self.variant]!r}"
 
-    def key(self) -> str:
-        return hashlib.sha256(self.describe().encode()).hexdigest()[:12]
+    def start_key(self) -> str:
+        """What the cached start depends on: these settings less those of the training and evaluation that come
+        after it, so that grids with other budgets share one start."""
+        default = Settings()
+        after = {name: getattr(default, name) for name in ("long_ops", "rl_steps", "rl_prompts", "rl_k", "rl_lr",
+                                                            "eval_size", "eval_points")}
+        return hashlib.sha256(replace(self, **after).describe().encode()).hexdigest()[:12]
 
 
 def make_problem(rng: random.Random, n_ops: int, variant: Variant = VARIANTS["base"]) -> dict[str, str]:
@@ -206,7 +214,7 @@ def start_checkpoint(settings: Settings) -> Path:
     from nrt.sequences import Sample, worked_trace_nll
 
     seed = settings.start_seed
-    folder = cache_dir() / "testbed" / f"start-{settings.key()}-{seed}"
+    folder = cache_dir() / "testbed" / f"start-{settings.start_key()}-{seed}"
     if (folder / "config.json").is_file():
         return folder
     torch.manual_seed(seed)
@@ -346,7 +354,7 @@ def run_one(out_dir: Path, name: str, seed: int, settings: Settings) -> dict[str
         "prompts_per_micro_batch": settings.rl_prompts, "num_traces": 1 if preset == "sft" else settings.rl_k,
         "max_trace_tokens": settings.train_ops[1] + 2, "max_answer_tokens": variant.answer_tokens(),
         "max_prompt_tokens": 32, "lr": settings.rl_lr, "dtype": "fp32", "tensorboard": False, "progress": False,
-        "samples_per_step": 2, **extra})
+        "samples_per_step": 2, **extra, **_checkpoint_schedule(settings)})
     reward_fn = exact_trace_reward(train_file, load_policy(str(start)).tokenizer, "final-value" in name) \
         if name.startswith("control") else None
     started = time.perf_counter()
@@ -354,8 +362,22 @@ def run_one(out_dir: Path, name: str, seed: int, settings: Settings) -> dict[str
     minutes = (time.perf_counter() - started) / 60
     out = {"seed": seed, "minutes": minutes, "metrics": [{key: m[key] for key in CURVE_KEYS} for m in result.metrics],
            "eval": evaluate_files(result.checkpoint / "model", _eval_files(data_dir), settings)}
+    if settings.eval_points:
+        out["curve"] = [{"step": int(folder.name.split("-")[1]),
+                         **evaluate_files(folder / "model", _eval_files(data_dir), settings)}
+                        for folder in sorted(result.checkpoint.parent.glob("step-*")) if folder != result.checkpoint]
+        out["curve"].append({"step": settings.rl_steps, **out["eval"]})
     record.write_text(json.dumps({"settings": settings.describe(), "run": out}))
     return out
+
+
+def _checkpoint_schedule(settings: Settings) -> dict[str, int]:
+    """Config keys that keep a checkpoint at each of ``eval_points`` evenly spaced steps, for the curve."""
+    if not settings.eval_points:
+        return {}
+    if settings.rl_steps % settings.eval_points:
+        raise ValueError(f"eval_points: {settings.eval_points} does not divide rl_steps {settings.rl_steps}")
+    return {"save_every": settings.rl_steps // settings.eval_points, "keep_checkpoints": settings.eval_points}
 
 
 def _eval_files(data_dir: Path) -> dict[str, Path]:
@@ -389,7 +411,7 @@ def run(out_dir: Path, *, methods: list[str], seeds: list[int], settings: Settin
     variant, data_dir = VARIANTS[settings.variant], out_dir / "data"
     write_task_files(data_dir, settings, variant)
     start = start_checkpoint(settings)  # built once, before any worker needs it
-    jobs = [(name, seed) for name in methods for seed in seeds]
+    jobs = [(name, seed) for seed in seeds for name in methods]  # seed by seed: a grid cut short is still paired
     done = map_one_thread(run_one, [(out_dir, name, seed, settings) for name, seed in jobs], workers)
     record = start / "warm_start.json"  # absent from starts cached before it was written
     results: dict[str, Any] = {"settings": settings.describe(),
@@ -486,6 +508,70 @@ def paired_table(results: dict[str, Any], baseline: str = "nrt-ws", split: str =
         interval = f"[{signed(low)}, {signed(high)}]" if n > 1 else "none (one seed)"
         lines.append(f"| {name} | {signed(mean)} | {interval} | {n} | {verdict} |")
     return "\n".join(lines)
+
+
+def collapse_signs(run: dict[str, Any], start_accuracy: float) -> dict[str, Any]:
+    """How a run's traces changed from its first tenth of steps to its last, and whether that is a collapse.
+
+    A collapse is what NRT.md calls one: the traces shrink (the last tenth's mean length is under half the
+    first tenth's), stop ending with the delimiter (rate under 0.5), or degenerate so that held-out accuracy
+    ends more than 0.05 below the start's. Entropy is reported but is no criterion: a policy that has learned
+    the worked trace is sharp and right.
+    """
+    metrics = run["metrics"]
+    tenth = max(1, len(metrics) // 10)
+
+    def mean(key: str, part: list[dict[str, Any]]) -> float:
+        return statistics.mean(m[key] for m in part)
+
+    first, last = metrics[:tenth], metrics[-tenth:]
+    signs = {"trace_len": (mean("trace_len_mean", first), mean("trace_len_mean", last)),
+             "trace_entropy": (mean("trace_entropy", first), mean("trace_entropy", last)),
+             "delimiter_rate": (mean("delimiter_rate", first), mean("delimiter_rate", last)),
+             "answer_nll_gain": (mean("answer_nll_gain", first), mean("answer_nll_gain", last)),
+             "accuracy": run["eval"]["in-dist"]["accuracy"]}
+    signs["collapsed"] = (signs["trace_len"][1] < 0.5 * signs["trace_len"][0] or signs["delimiter_rate"][1] < 0.5
+                          or signs["accuracy"] < start_accuracy - 0.05)
+    return signs
+
+
+def collapse_table(results: dict[str, Any]) -> str:
+    """Markdown: per method, the seed means of each collapse sign (first tenth of the run -> last tenth) and
+    how many of its seeds collapsed (``collapse_signs``)."""
+    start = results["start"]["in-dist"]["accuracy"]
+    lines = ["| method | trace length | trace entropy | delimiter rate | answer NLL gain | collapsed seeds |",
+             "|---|---|---|---|---|---|"]
+    for name, runs in results["methods"].items():
+        if all(m["trace_len_mean"] == 0 for r in runs for m in r["metrics"]):
+            continue  # sft samples no trace
+        signs = [collapse_signs(r, start) for r in runs]
+        cells = [f"{statistics.mean(s[key][0] for s in signs):.2f} → {statistics.mean(s[key][1] for s in signs):.2f}"
+                 for key in ("trace_len", "trace_entropy", "delimiter_rate", "answer_nll_gain")]
+        lines.append(f"| {name} | {' | '.join(cells)} | {sum(s['collapsed'] for s in signs)} of {len(signs)} |")
+    return "\n".join(lines)
+
+
+def curve_table(results: dict[str, Any], split: str = "in-dist") -> str:
+    """Markdown: held-out accuracy (seed mean) at each evaluation point of the runs, the start at step 0."""
+    steps = [point["step"] for point in next(iter(results["methods"].values()))[0]["curve"]]
+    lines = ["| method | " + " | ".join(str(step) for step in [0, *steps]) + " |", "|---|" + "---|" * (len(steps) + 1)]
+    for name, runs in results["methods"].items():
+        means = [statistics.mean(r["curve"][i][split]["accuracy"] for r in runs) for i in range(len(steps))]
+        lines.append(f"| {name} | {results['start'][split]['accuracy']:.3f} | "
+                     + " | ".join(f"{m:.3f}" for m in means) + " |")
+    return "\n".join(lines)
+
+
+def plot_accuracy(results: dict[str, Any], path: Path) -> None:
+    """Held-out accuracy at each evaluation point, every method on shared axes (seed mean), from the start."""
+    splits = ("in-dist", "longer")
+
+    def point(step: int, figures: dict[str, Any]) -> dict[str, Any]:
+        return {"step": step, **{split: figures[split]["accuracy"] for split in splits}}
+
+    plot_curves({name: [[point(0, results["start"]), *(point(p["step"], p) for p in r["curve"])] for r in runs]
+                 for name, runs in results["methods"].items()}, path,
+                [("in-dist", "held-out accuracy, trained lengths"), ("longer", "held-out accuracy, longer chains")])
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

@@ -158,9 +158,19 @@ def test_the_long_variants_product_is_exactly_zero_in_float32():
 def test_a_changed_variant_definition_is_a_new_start_and_new_runs(monkeypatch):
     """The cached start and the finished-run records are keyed by the variant's definition, not its name."""
     settings = testbed.Settings(variant="noise")
-    before = settings.key()
+    before = settings.start_key()
     monkeypatch.setitem(testbed.VARIANTS, "noise", testbed.Variant(noise=9))
-    assert settings.key() != before and "noise=9" in settings.describe()
+    assert settings.start_key() != before and "noise=9" in settings.describe()
+
+
+def test_the_start_is_shared_by_grids_with_other_training_budgets_but_not_other_warm_starts():
+    """A grid of 2,000-step runs trains from the same cached start as the 200-step grids; a warm start's own
+    settings (its steps, its draw) still make a new one."""
+    base = testbed.Settings()
+    longer = testbed.Settings(rl_steps=2000, rl_lr=1e-4, eval_size=1000, eval_points=10)
+    assert longer.start_key() == base.start_key() and longer.describe() != base.describe()
+    assert testbed.Settings(warm_steps=700).start_key() != base.start_key()
+    assert testbed.Settings(start_seed=1).start_key() != base.start_key()
 
 
 def test_a_variant_warms_up_until_its_accuracy_and_records_each_check(monkeypatch, tmp_path):
@@ -294,3 +304,49 @@ def test_each_start_seed_is_its_own_start(monkeypatch, tmp_path):
     assert first != second
     a, b = (load_file(str(f / "model.safetensors")) for f in (first, second))
     assert not torch.equal(a["model.embed_tokens.weight"], b["model.embed_tokens.weight"])
+
+
+def _metrics(lengths, delimiter=1.0):
+    return [{"trace_len_mean": n, "trace_entropy": 0.5, "delimiter_rate": delimiter, "answer_nll_gain": 1.0}
+            for n in lengths]
+
+
+@pytest.mark.parametrize(("lengths", "delimiter", "accuracy", "collapsed"), [
+    ([4.0] * 20, 1.0, 0.40, False),  # steady traces, accuracy at the start's
+    ([4.0] * 10 + [1.9] * 10, 1.0, 0.40, True),  # the last tenth's traces under half the first tenth's
+    ([4.0] * 10 + [2.1] * 10, 1.0, 0.40, False),  # shorter, but not by half
+    ([4.0] * 20, 0.4, 0.40, True),  # traces that stop ending with the delimiter
+    ([4.0] * 20, 1.0, 0.34, True),  # degenerate: more than 0.05 below the start
+])
+def test_collapse_signs_compare_the_first_and_last_tenth(lengths, delimiter, accuracy, collapsed):
+    run = {"metrics": _metrics(lengths, delimiter), "eval": {"in-dist": {"accuracy": accuracy}}}
+    signs = testbed.collapse_signs(run, start_accuracy=0.40)
+    assert signs["collapsed"] is collapsed
+    assert signs["trace_len"] == (4.0, lengths[-1])  # 20 steps: tenths of two steps each
+
+
+def test_a_long_run_is_evaluated_at_evenly_spaced_points(monkeypatch, tmp_path):
+    """--eval-points keeps a checkpoint at each point and evaluates it; the README gets the accuracy per point
+    and the signs of collapse."""
+    from nrt.cli import main
+
+    monkeypatch.setenv("NRT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(testbed.Settings, "__init__", _small_settings(testbed.Settings.__init__))
+    main(["testbed", "--methods", "nrt-ws,sft", "--seeds", "1", "--rl-steps", "4", "--eval-points", "2",
+          "--eval-size", "10", "--out", str(tmp_path / "tb")])
+    results = json.loads((tmp_path / "tb" / "results.json").read_text())
+    (run,) = results["methods"]["nrt-ws"]
+    assert [p["step"] for p in run["curve"]] == [2, 4] and run["curve"][-1]["in-dist"] == run["eval"]["in-dist"]
+    readme = (tmp_path / "tb" / "README.md").read_text()
+    assert "| method | 0 | 2 | 4 |" in readme and "| nrt-ws |" in readme.split("Signs of collapse")[1]
+    assert "| sft |" not in readme.split("Signs of collapse")[1]  # sft has no trace to collapse
+    assert (tmp_path / "tb" / "accuracy.png").is_file()
+    with pytest.raises(ValueError, match="eval_points"):
+        testbed._checkpoint_schedule(testbed.Settings(rl_steps=10, eval_points=3))
+
+
+def _small_settings(init):
+    """A start taught for 3 steps at hidden 16, and 4 prompts x 2 traces per step: the pipeline, in seconds."""
+    def small(self, *args, **kwargs):
+        init(self, *args, **{"hidden": 16, "warm_steps": 3, "rl_prompts": 4, "rl_k": 2, **kwargs})
+    return small

@@ -54,7 +54,7 @@ class Budget:
         traces = [] if method == "sft" else [f"num_traces={self.num_traces}"]
         return [f"data={TRAIN_TASK}", f"steps={self.steps}", f"prompts_per_step={self.prompts_per_step}", *traces,
                 f"max_trace_tokens={self.max_trace_tokens}", f"lr={self.lr}", f"seed={self.seed}",
-                "max_answer_tokens=16", "tensorboard=false"]
+                "max_answer_tokens=16", "report_to=[]"]
 
 
 QUICK = Budget(steps=2, eval_limit=4)

@@ -177,7 +177,7 @@ def verified_trace_reward(train_file: Path, tokenizer: Any) -> Any:
         prompt = encode_example(tokenizer, example, system_prompt=None, max_answer_tokens=16).prompt_ids
         reference[tuple(prompt)] = example.answer
 
-    def reward(samples: list) -> torch.Tensor:
+    def reward(samples: list, tokenizer: Any) -> torch.Tensor:
         return torch.tensor([float(trace_sum(tokenizer.decode(s.trace_ids)) == reference[tuple(s.prompt_ids)])
                              for s in samples])
 
@@ -205,7 +205,7 @@ def run_method(name: str, seed: int, start: Path, budget: Budget, runs: Path, da
         "steps": budget.steps, "prompts_per_step": budget.prompts_per_step,
         **({} if preset == "sft" else {"num_traces": budget.num_traces}),
         "max_trace_tokens": budget.max_trace_tokens, "max_answer_tokens": 8, "lr": budget.lr,
-        "tensorboard": False, "progress": False})
+        "report_to": [], "progress": False})
     reward_fn = verified_trace_reward(data / "train.jsonl", load_policy(str(start)).tokenizer) if name == CONTROL \
         else None  # only the control needs the tokenizer: no model load for the others
     started = time.perf_counter()

@@ -8,6 +8,7 @@ that names the key, never a surprise mid-run.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import types
 import typing
@@ -19,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from nrt.rewards import AGGREGATIONS
+from nrt.runlog import REPORTERS
 
 
 class ConfigError(ValueError):
@@ -117,6 +119,12 @@ class TrainConfig:
     empty_trace_baseline: bool = _f(
         False, "Use max(0, R - R(empty trace)) as the reward before group normalisation (RLPR debiasing)."
     )
+    reward_fn: str = _f(
+        "",
+        "A reward function you bring (a verifier) in place of the likelihood reward: package.module:function or "
+        "path/to/file.py:function, called as fn(samples, tokenizer) -> float tensor [len(samples)] (see "
+        "nrt.reward_fn, examples/rewards.py). Empty: the aggregation's likelihood reward.",
+    )
     group_std_min: float = _f(
         0.0, "Drop groups whose reward std is below this from the trace term (RLPR's std filter)."
     )
@@ -186,7 +194,14 @@ class TrainConfig:
     save_every: int = _f(0, "Checkpoint every N steps (0: only at the end).")
     keep_checkpoints: int = _f(2, "How many step checkpoints to keep (the newest).")
     samples_per_step: int = _f(4, "Traces written to samples.jsonl per step.")
-    tensorboard: bool = _f(True, "Also write a TensorBoard log.")
+    report_to: list[str] = _f(
+        ["tensorboard"],
+        f"Where the metrics also go, besides metrics.jsonl: any of {list(REPORTERS)}, [] for none. tensorboard: "
+        "output_dir/tensorboard. wandb (pip install wandb): a Weights & Biases run in output_dir/wandb (or "
+        "WANDB_DIR), uploaded unless WANDB_MODE=offline; wandb is imported only when listed.",
+    )
+    wandb_project: str = _f("nrt", "Weights & Biases project of the run (report_to: [wandb]).")
+    run_name: str = _f("", "Run name in Weights & Biases; empty: the name of the output_dir folder.")
     progress: bool = _f(True, "Show a progress bar.")
 
     def validate(self) -> TrainConfig:
@@ -244,6 +259,14 @@ class TrainConfig:
             raise ConfigError("eval_tasks: eval_every is set but no evaluation task is given")
         if self.eval_every and "reasoning_gym:" in self.data and self.eval_seed == self.data_seed:
             raise ConfigError("eval_seed: must differ from data_seed, or evaluation reuses training problems")
+        if self.reward_fn:
+            check_external_reward(self)
+        unknown = [r for r in self.report_to if r not in REPORTERS]
+        if unknown or len(set(self.report_to)) < len(self.report_to):
+            raise ConfigError(f"report_to: got {self.report_to}; give each of {list(REPORTERS)} at most once, or [] "
+                              "for none")
+        if "wandb" in self.report_to and importlib.util.find_spec("wandb") is None:
+            raise ConfigError("report_to: wandb is not installed; pip install wandb (or pip install 'nrt[wandb]')")
         if self.lr <= 0:
             raise ConfigError(f"lr: must be > 0, got {self.lr}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
@@ -251,7 +274,18 @@ class TrainConfig:
         return self
 
 
+def check_external_reward(cfg: TrainConfig) -> None:
+    """Refuse what an external reward (the ``reward_fn`` key or ``train``'s argument) does not combine with."""
+    if cfg.empty_trace_baseline:
+        raise ConfigError("empty_trace_baseline: subtracts the empty trace's likelihood reward, which has no meaning "
+                          "for an external reward function's score; turn it off with reward_fn")
+    if not cfg.trace:
+        raise ConfigError("reward_fn: scores sampled traces, and trace=false samples none (plain SFT on the answers)")
+
+
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# Keys that were replaced, and what to write instead.
+REPLACED = {"tensorboard": "report_to: [tensorboard] writes the TensorBoard log (the default), [] none"}
 PRESET_DIR = resources.files("nrt") / "presets"
 
 
@@ -298,6 +332,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             raise bad
         return value
     if origin is list:
+        if isinstance(value, str) and args == (str,):  # `report_to=wandb` is the list [wandb]
+            value = [value]
         if not isinstance(value, list):
             raise bad
         (item,) = args
@@ -352,6 +388,8 @@ def load_config(config: str | None = None, overrides: list[str] | dict[str, Any]
     for key, value in items:
         values[key], sources[key] = value, "command line"
     for key in values:
+        if key in REPLACED:
+            raise ConfigError(f"{key}: replaced (from {sources[key]}); use {REPLACED[key]}")
         if key not in FIELDS:
             close = [k for k in FIELDS if k.split("_")[0] == key.split("_")[0]]
             hint = f"; did you mean {close}?" if close else ""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -29,6 +28,7 @@ from nrt.config import TrainConfig
 from nrt.modeling import Policy
 from nrt.objective import LossWeights, empty_trace_debias, group_advantages, nrt_loss
 from nrt.prompts import Encoded
+from nrt.reward_fn import RewardFn, call_reward_fn
 from nrt.rewards import aggregate
 from nrt.rollout import SAMPLERS, SamplingCopy, Trace, eval_mode, resolve_sampler
 from nrt.sequences import Sample, Scored, SequenceBatch, assemble, score
@@ -65,9 +65,6 @@ class _MicroBatch:
     rewards: Rewards | None = None
     old_logp: Tensor | None = None
     entropy: Tensor | None = None
-
-
-RewardFn = Callable[[list[Sample]], Tensor]
 
 
 def rewards_and_advantages(c: Tensor, b: Tensor, mask: Tensor, cfg: TrainConfig, k: int,
@@ -169,7 +166,7 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
              reward_fn: RewardFn | None = None, sampling_copy: SamplingCopy | None = None) -> StepOutput:
     """Run one rollout batch and its update(s) on this process's prompts ``encoded``.
 
-    ``reward_fn``, if given, scores the sampled sequences instead of the likelihood aggregation.
+    ``reward_fn``, if given, scores the sampled sequences instead of the likelihood aggregation (``nrt.reward_fn``).
     ``sampling_copy``, if given, is refreshed from the policy and sampled from (a bf16 copy on a GPU).
     """
     t0 = time.perf_counter()
@@ -219,7 +216,8 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
                 scored = score(model, mb.batch, **score_kw)
         c = scored.answer_logp.detach()
         b = empty_trace_logp(model, policy, mb.prompts, k, per_sample=reference) if cfg.trace else c
-        external = reward_fn(mb.samples) if reward_fn is not None else None
+        external = call_reward_fn(reward_fn, mb.samples, policy.tokenizer, cfg.reward_fn) \
+            if reward_fn is not None else None
         mb.rewards = rewards_and_advantages(c, b, mb.batch.answer_mask, cfg, k, external)
         mb.old_logp = scored.logp.detach()
         mb.entropy = scored.trace_entropy

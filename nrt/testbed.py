@@ -280,7 +280,7 @@ def exact_trace_reward(problems_file: Path, tokenizer: Any, final_value_only: bo
     def right(trace: list[int], worked: list[int]) -> bool:
         return trace[-1:] == worked[-1:] if final_value_only else trace == worked
 
-    def reward(samples: list) -> torch.Tensor:
+    def reward(samples: list, _tokenizer: Any) -> torch.Tensor:
         return torch.tensor([float(right(s.trace_ids, reference[tuple(s.prompt_ids)])) for s in samples])
 
     return reward
@@ -353,7 +353,7 @@ def run_one(out_dir: Path, name: str, seed: int, settings: Settings) -> dict[str
         "steps": settings.rl_steps, "prompts_per_step": settings.rl_prompts,
         "prompts_per_micro_batch": settings.rl_prompts, "num_traces": 1 if preset == "sft" else settings.rl_k,
         "max_trace_tokens": settings.train_ops[1] + 2, "max_answer_tokens": variant.answer_tokens(),
-        "max_prompt_tokens": 32, "lr": settings.rl_lr, "dtype": "fp32", "tensorboard": False, "progress": False,
+        "max_prompt_tokens": 32, "lr": settings.rl_lr, "dtype": "fp32", "report_to": [], "progress": False,
         "samples_per_step": 2, **extra, **_checkpoint_schedule(settings)})
     reward_fn = exact_trace_reward(train_file, load_policy(str(start)).tokenizer, "final-value" in name) \
         if name.startswith("control") else None

@@ -30,15 +30,16 @@ from nrt.checkpoint import (
     set_rng_state,
     write_checkpoint,
 )
-from nrt.config import ConfigError, TrainConfig, config_to_dict
+from nrt.config import ConfigError, TrainConfig, check_external_reward, config_to_dict
 from nrt.data import FieldNames, load_examples
 from nrt.host_memory import retain_freed_memory
 from nrt.modeling import Policy, apply_lora, enable_gradient_checkpointing, load_policy
 from nrt.prompts import Encoded, encode_example
+from nrt.reward_fn import RewardFn, load_reward_fn
 from nrt.rollout import SamplingCopy
-from nrt.runlog import NullRunLog, RunLog, read_jsonl
+from nrt.runlog import NullRunLog, RunLog, read_jsonl, run_name
 from nrt.sharding import full_state_dict, load_optimizer, save_optimizer, shard_model
-from nrt.step import RewardFn, nrt_step
+from nrt.step import nrt_step
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +144,16 @@ def use_bf16(dtype: str) -> bool:
 def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None = None) -> TrainResult:
     """Run ``cfg`` to the end (or continue it from its newest complete checkpoint with ``resume``).
 
-    ``reward_fn`` (optional) scores sampled sequences in place of the likelihood reward: a verifier.
+    ``reward_fn`` (optional) scores sampled sequences in place of the likelihood reward, a verifier: the
+    function itself, where the config key ``reward_fn`` names one (``nrt.reward_fn`` has the signature).
     """
-    if reward_fn is not None and cfg.empty_trace_baseline:
-        raise ConfigError("empty_trace_baseline: subtracts the empty trace's likelihood reward, which has no meaning "
-                          "for an external reward function's score; turn it off with reward_fn")
+    if reward_fn is not None:
+        if cfg.reward_fn:
+            raise ConfigError(f"reward_fn: given twice, as the config key ({cfg.reward_fn!r}) and as train's "
+                              "reward_fn argument; give one")
+        check_external_reward(cfg)  # the config key is checked by TrainConfig.validate
+    elif cfg.reward_fn:
+        reward_fn = load_reward_fn(cfg.reward_fn)
     run_dir = Path(cfg.output_dir)
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
@@ -214,8 +220,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None 
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         log.info("data %s: %s", cfg.data, data_stats)
-    runlog = RunLog(run_dir, total_steps=cfg.steps, start_step=start_step, tensorboard=cfg.tensorboard,
-                    progress=cfg.progress) if main else NullRunLog()
+    runlog = RunLog(cfg, start_step=start_step) if main else NullRunLog()
 
     def save(step: int) -> Path | None:
         """Every process takes part: a sharded model's weights are gathered and its optimizer shards written."""
@@ -293,5 +298,7 @@ def summary(cfg: TrainConfig, metrics: list[dict[str, Any]], checkpoint: Path | 
             b = sum(m[key] for m in last) / window
             lines.append(f"  {label:30s} {a:10.4f} -> {b:10.4f}   (mean of first/last {window} steps)")
     lines.append(f"  checkpoint: {checkpoint / 'model' if checkpoint else 'none'}")
-    lines.append(f"  logs: {run_dir / 'metrics.jsonl'}, {run_dir / 'samples.jsonl'}, {run_dir / 'tensorboard'}")
+    trackers = [str(run_dir / "tensorboard") if name == "tensorboard" else
+                f"wandb run {run_name(cfg)!r} in project {cfg.wandb_project!r}" for name in cfg.report_to]
+    lines.append(f"  logs: {', '.join([str(run_dir / 'metrics.jsonl'), str(run_dir / 'samples.jsonl'), *trackers])}")
     return "\n".join(lines)

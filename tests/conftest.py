@@ -60,4 +60,4 @@ def tiny_overrides(model_dir: Path, data: Path, out: Path, **extra: object) -> d
     """Settings for a seconds-long run on the tiny model."""
     return {"model": str(model_dir), "data": str(data), "output_dir": str(out), "steps": 2, "prompts_per_step": 2,
             "prompts_per_micro_batch": 1, "max_trace_tokens": 8, "max_answer_tokens": 8, "dtype": "fp32",
-            "tensorboard": False, "progress": False, "lr": 1e-3, "warmup_ratio": 0.0, **extra}
+            "report_to": [], "progress": False, "lr": 1e-3, "warmup_ratio": 0.0, **extra}

@@ -159,7 +159,7 @@ def test_scoring_without_gradients_runs_in_eval_mode(tiny_model_dir, tmp_path):
 def test_external_reward_with_the_empty_trace_baseline_is_refused(tiny_model_dir, qa_file, tmp_path):
     cfg = load_config("nrt-ws", tiny_overrides(tiny_model_dir, qa_file, tmp_path, empty_trace_baseline=True))
     with pytest.raises(ConfigError, match="empty_trace_baseline"):
-        train(cfg, reward_fn=lambda samples: torch.ones(len(samples)))
+        train(cfg, reward_fn=lambda samples, tokenizer: torch.ones(len(samples)))
 
 
 def _fixed_traces(model, prompts, *, num_traces, max_tokens, **kwargs):

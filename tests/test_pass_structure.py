@@ -75,7 +75,7 @@ def test_per_sample_records_stay_in_trace_order_after_sorting(tiny_model_dir, qa
     optimizer = GradRecorder(policy.model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
-    def prompt_length(samples):  # a verifier-style reward that names the prompt it was computed for
+    def prompt_length(samples, tokenizer):  # a verifier-style reward that names the prompt it was computed for
         return torch.tensor([float(len(s.prompt_ids)) for s in samples])
 
     out = nrt_step(policy.model, policy, Accelerator(cpu=True), optimizer, scheduler, encoded, cfg,

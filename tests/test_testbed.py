@@ -40,13 +40,13 @@ def test_exact_trace_reward(tmp_path):
     prompt = tok(tok.apply_chat_template([{"role": "user", "content": p["question"]}], add_generation_prompt=True,
                                          tokenize=False), add_special_tokens=False).input_ids
     right = tok(p["trace"], add_special_tokens=False).input_ids
-    got = reward([Sample(prompt, right, True, []), Sample(prompt, right[:-1], True, [])])
+    got = reward([Sample(prompt, right, True, []), Sample(prompt, right[:-1], True, [])], tok)
     assert got.tolist() == [1.0, 0.0]
     final_value = testbed.exact_trace_reward(path, tok, final_value_only=True)
     wrong_step = [right[0] + 1 if right[0] < tok.convert_tokens_to_ids("9") else right[0] - 1, *right[1:]]
     off_by_one = [*right[:-1], right[-1] + 1 if right[-1] < tok.convert_tokens_to_ids("9") else right[-1] - 1]
     got = final_value([Sample(prompt, right, True, []), Sample(prompt, wrong_step, True, []),
-                       Sample(prompt, off_by_one, True, []), Sample(prompt, [], True, [])])
+                       Sample(prompt, off_by_one, True, []), Sample(prompt, [], True, [])], tok)
     assert got.tolist() == [1.0, 1.0, 0.0, 0.0]  # the last value alone counts; an empty trace has none
 
 

@@ -40,7 +40,7 @@ def test_one_step_of_every_preset_changes_the_parameters(preset, tiny_model_dir,
 
 
 def test_run_folder_outputs_and_final_model_loads(tiny_model_dir, qa_file, tmp_path):
-    cfg = load_config("nrt-ws", tiny_overrides(tiny_model_dir, qa_file, tmp_path / "run", tensorboard=True,
+    cfg = load_config("nrt-ws", tiny_overrides(tiny_model_dir, qa_file, tmp_path / "run", report_to=["tensorboard"],
                                                samples_per_step=3))
     result = train(cfg)
     run = tmp_path / "run"

@@ -1,4 +1,8 @@
-"""The ``nrt`` command: ``train``, ``generate``, ``presets``, ``data``."""
+"""The ``nrt`` command: ``train``, ``generate``, ``eval``, ``testbed``, ``presets``, ``data``.
+
+Nothing heavy is imported at the top: a subcommand's arguments are added when it is parsed and its modules
+imported when it runs, so ``nrt --help`` does not wait for torch.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,45 @@ import logging
 import shlex
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nrt.config import FIELDS, ConfigError, load_config, preset_names, resolve_config_path
-from nrt.data import DataError
-from nrt.modeling import DEFAULT_MODEL, ModelError
+TRAIN_EPILOG = ("Every config key, with its default and what it does: `nrt presets --keys`; the keys explained "
+                "together: docs/configuration.md.")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except a flag's (False) and one that is not set (None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Command(argparse.ArgumentParser):
+    """A subcommand whose arguments are added when it is parsed (or its help shown), not when the parser is
+    built: some of them name what heavy modules hold (samplers, testbed variants, the default model)."""
+
+    def __init__(self, *args: Any, arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, formatter_class=_HelpFormatter, **kwargs)
+        self._arguments = arguments
+
+    def add_arguments(self) -> None:
+        if self._arguments is not None:
+            arguments, self._arguments = self._arguments, None
+            arguments(self)
+
+    def parse_known_args(self, args: Sequence[str] | None = None,
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        self.add_arguments()
+        return super().parse_known_args(args, namespace)
 
 
 def _train(args: argparse.Namespace) -> None:
+    from nrt.config import load_config
     from nrt.trainer import train
 
     cfg = load_config(args.config, args.overrides)
@@ -33,9 +67,13 @@ def _inference_policy(args: argparse.Namespace) -> Any:
 
 
 def _inference_args(p: argparse.ArgumentParser) -> None:
+    """The model and how it runs, shared by ``nrt generate`` and ``nrt eval``."""
+    from nrt.modeling import DEFAULT_MODEL
     from nrt.rollout import SAMPLERS
 
-    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="Checkpoint folder, hub name, or the embedded default.")
+    p.add_argument("--trust-remote-code", action="store_true", help="Allow custom modelling code from the model "
+                   "folder.")
     p.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:N.")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
                    help="Weights' dtype. auto: bf16 on a GPU that computes it, fp32 on the CPU.")
@@ -55,20 +93,49 @@ def _generate(args: argparse.Namespace) -> None:
     print(f"--- trace ({out.trace_tokens} tokens, {closed}) ---\n{out.trace}\n--- answer ---\n{out.answer}")
 
 
+def _limit(text: str) -> int | None:
+    """``--limit``: a positive number of examples per task, or ``all`` (None)."""
+    if text == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a positive number of examples, or all; got {text!r}")
+    return value
+
+
+def default_output(model: str) -> Path:
+    """Where ``nrt eval`` writes its JSON: in a local model's folder, else under ``runs/eval/<name>/``
+    (git-ignored, as all of ``runs/``)."""
+    folder = Path(model).expanduser()
+    return folder / "eval.json" if folder.is_dir() else Path("runs", "eval", model, "eval.json")
+
+
 def _eval(args: argparse.Namespace) -> None:
     from rich.console import Console
 
-    from nrt.evaluate import evaluate, results_table, write_results
+    from nrt.data import DataError
+    from nrt.evaluate import check_tasks, evaluate, results_table, write_results
 
-    policy = _inference_policy(args)
     tasks = [t for t in args.tasks.split(",") if t]
+    check_tasks(tasks, args.limit)  # before the model loads: a typo fails in a second
+    policy = _inference_policy(args)
     results = evaluate(policy, tasks, limit=args.limit, eval_seed=args.eval_seed, think=not args.no_think,
                        max_trace_tokens=args.max_trace_tokens, max_answer_tokens=args.max_answer_tokens,
                        batch_size=args.batch_size, system_prompt=args.system_prompt, sampler=args.sampler)
     mode = "no-think" if args.no_think else f"think (trace <= {args.max_trace_tokens} tokens)"
-    Console(width=None if sys.stdout.isatty() else 160).print(results_table(results, f"{args.model} — {mode}"))
-    write_results(results, Path(args.output), vars(args) | {"func": None})
-    print(f"samples and scores: {args.output}")
+    table = results_table(results, f"{args.model} — {mode}")
+    if any(r.available is not None and r.available > r.n for r in results):
+        table.caption = f"n: 'x of y' is the first x of the task's y examples (--limit {args.limit}; --limit all " \
+            "evaluates every one)"
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    if all(r.skipped for r in results):
+        raise DataError("every task was skipped (why: in the table above); nothing was evaluated")
+    output = Path(args.output) if args.output else default_output(args.model)
+    write_results(results, output, vars(args) | {"func": None, "output": str(output)})
+    print(f"samples and scores: {output}")
 
 
 def _int_list(text: str) -> list[int]:
@@ -84,6 +151,7 @@ def _int_list(text: str) -> list[int]:
 
 def _testbed(args: argparse.Namespace) -> None:
     from nrt import testbed
+    from nrt.config import ConfigError
 
     methods = args.methods.split(",") if args.methods else testbed.QUICK if args.quick else list(testbed.METHODS)
     for flag, names in (("--methods", methods), ("--baseline", [args.baseline])):
@@ -135,6 +203,8 @@ def _testbed(args: argparse.Namespace) -> None:
 
 
 def _presets(args: argparse.Namespace) -> None:
+    from nrt.config import FIELDS, preset_names, resolve_config_path
+
     for name in preset_names():
         lines = [ln for ln in resolve_config_path(name).read_text().splitlines() if ln and not ln.startswith("#")]
         print(f"{name:12s} {', '.join(lines)}")
@@ -152,54 +222,51 @@ def _data(args: argparse.Namespace) -> None:
     print(f"extracted {len(tasks)} BIG-bench tasks to {bigbench_dir()}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from nrt.testbed import VARIANTS, Settings
-
-    parser = argparse.ArgumentParser(prog="nrt", description="Native Reasoning Training: teach a causal LM to "
-                                     "reason from question-answer pairs.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="Train with a preset or YAML config and key=value overrides.")
+def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="nrt-ws", help="YAML file or preset name (see `nrt presets`).")
-    p.add_argument("--resume", action="store_true", help="Continue from the newest complete checkpoint.")
+    p.add_argument("--resume", action="store_true", help="Continue from the newest complete checkpoint in "
+                   "output_dir.")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="Override any config key.")
-    p.set_defaults(func=_train)
 
-    p = sub.add_parser("generate", help="Show the trace and the answer of a model for one question.")
-    p.add_argument("question")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="Checkpoint folder, hub name, or the embedded default.")
-    p.add_argument("--max-trace-tokens", type=int, default=256)
-    p.add_argument("--max-answer-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=1.0)
+
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("question", help="The question, as the user turn of a chat.")
+    p.add_argument("--max-trace-tokens", type=int, default=256, help="Trace budget; the delimiter is appended "
+                   "when it runs out.")
+    p.add_argument("--max-answer-tokens", type=int, default=256, help="Answer budget.")
+    p.add_argument("--temperature", type=float, default=1.0, help="With --sample.")
     p.add_argument("--sample", action="store_true", help="Sample instead of greedy decoding.")
     p.add_argument("--no-think", action="store_true", help="Answer right after the delimiter, no trace.")
-    p.add_argument("--system-prompt", default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--system-prompt", default=None, help="A system message before the question.")
+    p.add_argument("--seed", type=int, default=0, help="Seed of --sample.")
     _inference_args(p)
-    p.set_defaults(func=_generate)
 
-    p = sub.add_parser("eval", help="Think-then-answer evaluation on offline tasks; prints a table, writes JSON.")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="Checkpoint folder, hub name, or the embedded default.")
-    p.add_argument("--tasks", required=True,
-                   help="Comma-separated: reasoning_gym:<gen>[:key=value...], bigbench:<task>, humaneval, "
-                   "<benchmark>:<path> (bbh, mmlu, gsm8k, math, humaneval, drop, popqa, truthfulqa, ifeval), "
-                   "or a question/answer file.")
-    p.add_argument("--limit", type=int, default=50, help="Examples per task.")
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    from nrt.evaluate import TASK_FORMS
+
+    p.add_argument("--tasks", required=True, help=f"Comma-separated; each one of: {TASK_FORMS}.")
+    p.add_argument("--limit", type=_limit, default=50, help="Examples per task: the first N, or all (a generated "
+                   "reasoning_gym task needs a number).")
     p.add_argument("--no-think", action="store_true", help="Answer right after the delimiter, no trace.")
-    p.add_argument("--max-trace-tokens", type=int, default=128)
-    p.add_argument("--max-answer-tokens", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-trace-tokens", type=int, default=128, help="Trace budget; the delimiter is appended "
+                   "when it runs out.")
+    p.add_argument("--max-answer-tokens", type=int, default=64, help="Answer budget.")
+    p.add_argument("--batch-size", type=int, default=16, help="Questions answered at once.")
     p.add_argument("--eval-seed", type=int, default=999, help="Seed block of held-out reasoning_gym problems.")
-    p.add_argument("--system-prompt", default=None)
-    p.add_argument("--output", default="eval.json", help="JSON with per-task figures and every sample.")
+    p.add_argument("--system-prompt", default=None, help="A system message before every question.")
+    p.add_argument("--output", default=None, help="JSON with per-task figures and every sample; default: eval.json "
+                   "in the model's folder, or runs/eval/<model name>/eval.json for a hub name or the embedded "
+                   "default.")
     _inference_args(p)
-    p.set_defaults(func=_eval)
 
-    p = sub.add_parser("testbed", help="Every method on a synthetic task where reasoning is needed, in minutes.")
+
+def _testbed_args(p: argparse.ArgumentParser) -> None:
+    from nrt.testbed import VARIANTS, Settings
+
     p.add_argument("--quick", action="store_true", help="One seed, the control (with and without the answer term) "
                    "and five methods.")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=3, help="Training seeds per method.")
     p.add_argument("--methods", default=None, help="Comma-separated method names (default: all, or --quick's).")
     p.add_argument("--baseline", default="nrt-ws", help="The method every other is paired with (95%% intervals of "
                    "the differences), when it is among --methods.")
@@ -231,15 +298,33 @@ def build_parser() -> argparse.ArgumentParser:
                    "machine: ~3x sooner than one process); a finished run is kept, so an interrupted grid resumes.")
     p.add_argument("--out", default="runs/testbed",
                    help="Output folder (the committed results are in results/testbed: pass it to replace them).")
-    p.set_defaults(func=_testbed)
 
-    p = sub.add_parser("presets", help="List the shipped presets (and with --keys every config key).")
-    p.add_argument("--keys", action="store_true")
-    p.set_defaults(func=_presets)
 
-    p = sub.add_parser("data", help="Offline data helpers.")
+def _presets_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keys", action="store_true", help="Also list every config key with its default and help.")
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["fetch-bigbench"], help="fetch-bigbench: cache the BIG-bench task files.")
-    p.set_defaults(func=_data)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nrt", description="Native Reasoning Training: teach a causal LM to "
+                                     "reason from question-answer pairs.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Command)
+    commands = [
+        ("train", _train_args, _train, "Train with a preset or YAML config and key=value overrides."),
+        ("generate", _generate_args, _generate, "Show the trace and the answer of a model for one question."),
+        ("eval", _eval_args, _eval, "Think-then-answer evaluation on offline tasks; prints a table, writes JSON."),
+        ("testbed", _testbed_args, _testbed, "Every method on a synthetic task where reasoning is needed, in "
+         "minutes."),
+        ("presets", _presets_args, _presets, "List the shipped presets (and with --keys every config key)."),
+        ("data", _data_args, _data, "Offline data helpers."),
+    ]
+    for name, arguments, func, text in commands:
+        sub.add_parser(name, arguments=arguments, help=text, description=text).set_defaults(func=func)
+    sub.choices["train"].epilog = TRAIN_EPILOG
     return parser
 
 
@@ -247,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font-cache INFO lines are not the user's news
+    from nrt.config import ConfigError
+    from nrt.data import DataError
+    from nrt.modeling import ModelError
     from nrt.trainer import TrainingError
 
     try:

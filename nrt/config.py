@@ -8,6 +8,7 @@ that names the key, never a surprise mid-run.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.util
 import math
 import types
@@ -28,7 +29,7 @@ class ConfigError(ValueError):
 
 
 def _f(default: Any, help: str) -> Any:
-    """A dataclass field with help text (shown by ``nrt train --help-config``)."""
+    """A dataclass field with help text (shown by ``nrt presets --keys``)."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
@@ -384,15 +385,16 @@ def load_config(config: str | None = None, overrides: list[str] | dict[str, Any]
             raise ConfigError(f"{path}: expected a mapping of key: value, got {type(loaded).__name__}")
         for key, value in loaded.items():
             values[key], sources[key] = value, str(path)
+    # key=value strings are the command line's (``nrt train``); a dict is the Python API's
     items = overrides.items() if isinstance(overrides, dict) else map(_parse_override, overrides or [])
     for key, value in items:
-        values[key], sources[key] = value, "command line"
+        values[key], sources[key] = value, "overrides" if isinstance(overrides, dict) else "command line"
     for key in values:
         if key in REPLACED:
             raise ConfigError(f"{key}: replaced (from {sources[key]}); use {REPLACED[key]}")
         if key not in FIELDS:
-            close = [k for k in FIELDS if k.split("_")[0] == key.split("_")[0]]
-            hint = f"; did you mean {close}?" if close else ""
+            close = difflib.get_close_matches(key, FIELDS, n=1)
+            hint = f"; did you mean {close[0]}?" if close else "; `nrt presets --keys` lists every key"
             raise ConfigError(f"{key}: unknown key (from {sources[key]}){hint}")
     coerced = {k: _coerce(k, v, sources[k]) for k, v in values.items()}
     return TrainConfig(**coerced).validate()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,9 +62,21 @@ def default_model_dir() -> Path:
     return target
 
 
+HUB_NAME = re.compile(r"[\w-][\w.-]*(/[\w-][\w.-]*)?")
+
+
 def resolve_model_path(name: str) -> str:
-    """The folder or hub name to load for ``name`` (the default name maps to the converted cache)."""
-    return str(default_model_dir()) if name == DEFAULT_MODEL else name
+    """The folder or hub name to load for ``name`` (the default name maps to the converted cache).
+
+    A name that can only be a path (``/x``, ``./x``, ``~/x``, ``a/b/c``) and is not there is an error here:
+    transformers would read it as a malformed hub name and say so.
+    """
+    if name == DEFAULT_MODEL:
+        return str(default_model_dir())
+    path = Path(name).expanduser()
+    if not path.exists() and not HUB_NAME.fullmatch(name):
+        raise ModelError(f"model: {name}: no such folder")
+    return str(path) if path.exists() else name
 
 
 @dataclass

@@ -155,9 +155,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None 
     elif cfg.reward_fn:
         reward_fn = load_reward_fn(cfg.reward_fn)
     run_dir = Path(cfg.output_dir)
+    if resume and not run_dir.is_dir():  # a mistyped output_dir would otherwise start a new run unnoticed
+        raise ConfigError(f"output_dir: {run_dir}: no such folder, so no checkpoint to resume from; check "
+                          "output_dir, or leave out --resume to start a new run")
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
-        log.warning("--resume: no complete checkpoint in %s; starting from step 0", run_dir)
+        log.warning("--resume: no complete checkpoint in %s (killed before its first one?); starting from step 0",
+                    run_dir)
+    if cfg.eval_every:
+        from nrt.evaluate import check_tasks
+
+        check_tasks(cfg.eval_tasks, cfg.eval_limit)  # here, not at the first evaluation after eval_every steps
     # accelerate keeps its mixed-precision setting in a process-wide singleton; clear it (not the process
     # group) so that several runs with different dtypes can follow each other in one Python process.
     AcceleratorState._reset_state()
@@ -220,6 +228,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None 
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         log.info("data %s: %s", cfg.data, data_stats)
+        if len(encoded) < cfg.prompts_per_step:
+            log.warning("data %s: %d usable example%s, fewer than prompts_per_step=%d: every step repeats some of "
+                        "them", cfg.data, len(encoded), "" if len(encoded) == 1 else "s", cfg.prompts_per_step)
     runlog = RunLog(cfg, start_step=start_step) if main else NullRunLog()
 
     def save(step: int) -> Path | None:

@@ -26,6 +26,7 @@ def test_overrides_from_the_command_line_and_dict():
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["learning_rate=1e-5"], "learning_rate: unknown key"),
+    (["max_trace_token=8"], r"max_trace_token: unknown key \(from command line\); did you mean max_trace_tokens\?"),
     (["steps=two"], "steps: expected int"),
     (["lora=1"], "lora: expected bool"),
     (["dtype=fp16"], "dtype: must be one of"),
@@ -48,13 +49,18 @@ def test_bad_configs_name_the_key(overrides, message):
         load_config("nrt-ws", overrides)
 
 
+def test_errors_of_python_overrides_do_not_blame_the_command_line():
+    with pytest.raises(ConfigError, match=r"steps: expected int, got 'abc' \(from overrides\)"):
+        load_config("nrt-ws", {"steps": "abc"})
+
+
 def test_bad_yaml_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("aggregation: prob\nsteps: [1\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(str(path))
     path.write_text("stepz: 3\n")
-    with pytest.raises(ConfigError, match=rf"stepz: unknown key \(from {path}\)"):
+    with pytest.raises(ConfigError, match=rf"stepz: unknown key \(from {path}\); did you mean steps\?"):
         load_config(str(path))
     with pytest.raises(ConfigError, match="no preset"):
         load_config("nope")

@@ -287,6 +287,12 @@ def check_external_reward(cfg: TrainConfig) -> None:
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # Keys that were replaced, and what to write instead.
 REPLACED = {"tensorboard": "report_to: [tensorboard] writes the TensorBoard log (the default), [] none"}
+# TRL GRPOConfig names with one nrt key of the same meaning (docs/trl.md has the whole table)
+TRL_NAMES = {"learning_rate": "lr", "num_generations": "num_traces", "max_completion_length": "max_trace_tokens",
+             "max_prompt_length": "max_prompt_tokens", "max_steps": "steps", "num_iterations": "updates_per_step",
+             "steps_per_generation": "mini_batches_per_step", "lr_scheduler_type": "lr_schedule",
+             "save_steps": "save_every", "save_total_limit": "keep_checkpoints", "bf16": "dtype",
+             "reward_funcs": "reward_fn"}
 PRESET_DIR = resources.files("nrt") / "presets"
 
 
@@ -394,7 +400,8 @@ def load_config(config: str | None = None, overrides: list[str] | dict[str, Any]
             raise ConfigError(f"{key}: replaced (from {sources[key]}); use {REPLACED[key]}")
         if key not in FIELDS:
             close = difflib.get_close_matches(key, FIELDS, n=1)
-            hint = f"; did you mean {close[0]}?" if close else "; `nrt presets --keys` lists every key"
+            hint = (f"; TRL's {key} is nrt's {TRL_NAMES[key]} (docs/trl.md)" if key in TRL_NAMES
+                    else f"; did you mean {close[0]}?" if close else "; `nrt presets --keys` lists every key")
             raise ConfigError(f"{key}: unknown key (from {sources[key]}){hint}")
     coerced = {k: _coerce(k, v, sources[k]) for k, v in values.items()}
     return TrainConfig(**coerced).validate()

@@ -25,7 +25,8 @@ def test_overrides_from_the_command_line_and_dict():
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["learning_rate=1e-5"], "learning_rate: unknown key"),
+    (["learning_rate=1e-5"], r"learning_rate: unknown key \(from command line\); TRL's learning_rate is nrt's lr"),
+    (["num_generations=8"], "TRL's num_generations is nrt's num_traces"),
     (["max_trace_token=8"], r"max_trace_token: unknown key \(from command line\); did you mean max_trace_tokens\?"),
     (["steps=two"], "steps: expected int"),
     (["lora=1"], "lora: expected bool"),

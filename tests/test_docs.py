@@ -57,3 +57,13 @@ def test_user_pages_do_not_speak_of_how_they_were_made(page):
                                   "at 03:00 UTC", "at commit 6971980", "in a second session"])
 def test_the_provenance_check_catches(text):
     assert PROVENANCE.search(text)
+
+
+def test_every_trl_name_the_config_error_suggests_is_in_the_trl_table():
+    """An unknown TRL key points to docs/trl.md; that page's table must map it to the same nrt key."""
+    from nrt.config import FIELDS, TRL_NAMES
+
+    table = (ROOT / "docs" / "trl.md").read_text()
+    for trl, nrt in TRL_NAMES.items():
+        assert nrt in FIELDS
+        assert re.search(rf"^\| [^|]*`{trl}`[^|]*\| [^|]*`{nrt}`", table, re.M), (trl, nrt)

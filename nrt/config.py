@@ -157,7 +157,8 @@ class TrainConfig:
     tokens_per_micro_batch: int = _f(
         0,
         "If > 0: micro-batches hold as many prompt groups as fit this many padded tokens (rows x longest sequence, "
-        "at least one group), instead of prompts_per_micro_batch each; one budget fits every model size.",
+        "at least one group), instead of prompts_per_micro_batch each; one budget fits every model size. Processes "
+        "run as many micro-batches as the one that packs the most (the others split theirs).",
     )
     updates_per_step: int = _f(
         1,

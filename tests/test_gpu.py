@@ -35,3 +35,18 @@ def test_eval_runs_on_cuda_in_bf16_with_the_compiled_sampler(tiny_model_dir, qa_
                  "--max-trace-tokens", "6", "--max-answer-tokens", "3", "--output", str(out)]) == 0
     samples = json.loads(out.read_text())["tasks"][0]["samples"]
     assert len(samples) == 3 and all(s["trace_tokens"] <= 6 for s in samples)
+
+
+def test_lora_checkpoint_is_merged_without_a_second_copy_on_the_gpu(tiny_model_dir, tmp_path):
+    from nrt.checkpoint import write_checkpoint
+    from nrt.modeling import apply_lora
+
+    policy = load_policy(str(tiny_model_dir), device="cuda")
+    model = apply_lora(policy.model, 4, 8, 0.0, ["q_proj", "v_proj"], [policy.delimiter_id])
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    held = torch.cuda.memory_allocated()
+    write_checkpoint(tmp_path, model, policy.tokenizer, {}, lora=True)
+    assert torch.cuda.max_memory_allocated() - held < weights / 10  # a deep copy on the GPU held all of them again
+    assert next(model.parameters()).is_cuda

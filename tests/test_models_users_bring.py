@@ -259,6 +259,34 @@ def test_lora_trains_the_delimiter_rows_and_checkpoints_keep_them(tiny_model_dir
         torch.testing.assert_close(adapted.state_dict()[name], value)
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_lora_checkpoint_merges_a_cpu_copy_and_leaves_the_policy_as_it_was(tiny_model_dir, tmp_path, tied):
+    """The merged weights are peft's ``merge_and_unload``; the live model keeps its unmerged adapters and
+    every value (a copy that shared its tensors would have had the adapters added into them)."""
+    from nrt.checkpoint import write_checkpoint
+    from nrt.modeling import apply_lora
+
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir, tie_word_embeddings=tied).save_pretrained(tmp_path / "b")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "b")
+    policy = load_policy(str(tmp_path / "b"))
+    model = apply_lora(policy.model, 4, 8, 0.0, ["q_proj", "v_proj"], [policy.delimiter_id])
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:  # lora_B starts at 0 and the delimiter's rows at EOS's: make the merge matter
+                p.normal_(std=0.1)
+    live = {name: value.clone() for name, value in model.state_dict().items()}
+    write_checkpoint(tmp_path / "ckpt", model, policy.tokenizer, {}, lora=True)
+    assert all(torch.equal(value, live[name]) for name, value in model.state_dict().items())
+    assert not any(getattr(m, "merged", False) for m in model.modules())
+    expected = copy.deepcopy(model).merge_and_unload().state_dict()
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt" / "model").state_dict()
+    assert saved.keys() == expected.keys()
+    assert not torch.equal(saved["model.layers.0.self_attn.q_proj.weight"],
+                           live["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"])
+    for name, value in expected.items():
+        assert torch.equal(saved[name], value), name
+
+
 def test_a_training_step_prints_no_deprecation_warning_per_forward(tiny_model_dir, qa_file, tmp_path):
     import warnings
 

@@ -85,15 +85,39 @@ class Policy:
         return self.end_ids[0]
 
 
+def template_end_of_turn(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The special token the chat template closes an assistant turn with, if it closes it with one.
+
+    Read from a rendered two-turn conversation: the first token after the assistant's words. A base model whose
+    template is a chat model's (Qwen2.5 base: ``<|im_end|>``, Llama-3.1 base: ``<|eot_id|>``) names only its
+    end-of-text token as EOS, in the tokenizer and the generation config alike; the prompts it is given end
+    with the template's turns, so that is the token it ends its own turn with.
+    """
+    from jinja2 import TemplateError
+
+    words = "Four."
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 + 2?"},
+                                              {"role": "assistant", "content": words}], tokenize=False)
+    except (TemplateError, ValueError):  # a template that refuses this conversation names no token
+        return None
+    if not isinstance(text, str) or words not in text:
+        return None
+    after = tokenizer(text[text.rindex(words) + len(words):], add_special_tokens=False).input_ids
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    return after[0] if after and after[0] in special else None
+
+
 def end_of_turn_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
-    """Every id that ends a turn: the tokenizer's EOS first, then the generation config's (an int or a list).
+    """Every id that ends a turn: the tokenizer's EOS first, then the generation config's (an int or a list),
+    then the chat template's (``template_end_of_turn``).
 
     Llama-3 ends turns with ``<|eot_id|>`` and text with ``<|end_of_text|>``, Qwen with ``<|im_end|>`` and
     ``<|endoftext|>``: stopping on the tokenizer's EOS alone lets a trace run on past the end of its turn.
     """
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     configured = [] if configured is None else [configured] if isinstance(configured, int) else list(configured)
-    ids = [i for i in (tokenizer.eos_token_id, *configured) if i is not None]
+    ids = [i for i in (tokenizer.eos_token_id, *configured, template_end_of_turn(tokenizer)) if i is not None]
     if not ids:
         raise ModelError("the tokenizer has no EOS token and the generation config names no end-of-turn token")
     return tuple(dict.fromkeys(ids))

@@ -65,6 +65,44 @@ def test_think_then_answer_stops_the_answer_at_any_end_id(two_end_model_dir):
     assert out.trace_tokens == 0 and out.answer == ""
 
 
+LLAMA3_TEMPLATE = ("{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] }}"
+                   "<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant"
+                   "<|end_header_id|>\n\n{% endif %}")
+
+
+@pytest.mark.parametrize(("eos", "template", "closer"), [
+    ("<|endoftext|>", None, "<|im_end|>"),  # Qwen2.5 base: ChatML turns, EOS the end of text
+    ("<|end_of_text|>", LLAMA3_TEMPLATE, EOT),  # Llama-3.1 base
+])
+def test_a_base_model_stops_at_its_chat_templates_end_of_turn(tmp_path, eos, template, closer):
+    """A base model whose tokenizer and generation config name only the end of text as EOS still stops its
+    traces at the token its chat template closes turns with."""
+    tok = smollm2_tokenizer()  # ChatML, closing turns with <|im_end|>
+    tok.add_special_tokens({"additional_special_tokens": ["<|start_header_id|>", "<|end_header_id|>", EOT]})
+    tok.add_special_tokens({"eos_token": eos})
+    if template is not None:
+        tok.chat_template = template
+    tok.save_pretrained(tmp_path / "tok")
+    policy = load_policy(str(make_tiny_model(tmp_path / "tok", tmp_path / "model")))
+    end = policy.tokenizer.convert_tokens_to_ids(closer)
+    assert policy.end_id == policy.tokenizer.convert_tokens_to_ids(eos) and end in policy.end_ids
+    _always(policy.model, end)
+    traces = SAMPLERS["cache"](policy.model, [[5, 6, 7]], num_traces=2, max_tokens=6, temperature=1.0, top_p=1.0,
+                               delimiter_id=policy.delimiter_id, end_ids=policy.end_ids, pad_id=policy.pad_id)
+    assert traces == [Trace([], False, end)] * 2
+
+
+def test_a_plain_template_adds_no_end_of_turn(tiny_model_dir):
+    from nrt.modeling import PLAIN_CHAT_TEMPLATE, template_end_of_turn
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert template_end_of_turn(tok) == tok.eos_token_id  # SmolLM2's ChatML closes turns with its EOS
+    tok.chat_template = PLAIN_CHAT_TEMPLATE
+    assert template_end_of_turn(tok) is None
+    tok.chat_template = "{{ raise_exception('user and assistant must alternate') }}"
+    assert template_end_of_turn(tok) is None
+
+
 def _bos_tokenizer_dir(tmp_path: Path, template: str | None) -> Path:
     """A Llama/Mistral-like tokenizer: it puts BOS before what it encodes; with ``template`` or none."""
     tok = smollm2_tokenizer()

@@ -164,10 +164,13 @@ _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
 def output_head(model: torch.nn.Module) -> torch.nn.Module | None:
     """The module that turns the last hidden states into logits, where ``score(chunked=True)`` may apply it
-    itself: a plain head (possibly wrapped by peft), with nothing applied to its output by the model."""
+    itself: a plain head (possibly wrapped by peft), with nothing applied to its output by the model.
+
+    A composite model (text and vision, e.g. Gemma 4) keeps such settings in its text config, not at the top."""
     inner = getattr(model, "module", model)  # DDP
     config = getattr(inner, "config", None)
-    if config is None or any(getattr(config, key, None) not in (None, 1, 1.0) for key in _LOGIT_TRANSFORMS):
+    if config is None or any(getattr(c, key, None) not in (None, 1, 1.0)
+                             for c in (config, config.get_text_config()) for key in _LOGIT_TRANSFORMS):
         return None
     return inner.get_output_embeddings()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -352,6 +353,23 @@ def test_chunked_logits_through_a_peft_head(tiny_model_dir, tmp_path):
     plain, chunked = (score(model, batch, chunked=c) for c in (False, True))
     torch.testing.assert_close(chunked.logp, plain.logp, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(chunked.delim_logp, plain.delim_logp, rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_logits_keep_the_soft_cap_of_a_composite_models_text_config():
+    """Gemma 4 (text and vision) soft-caps its logits by a setting of its text config; the chunked pass, which
+    runs the head itself, must not skip it (the model runs unchunked)."""
+    gemma4 = pytest.importorskip("transformers.models.gemma4", reason="needs a transformers with Gemma 4")
+    text = gemma4.Gemma4TextConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                    num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                                    max_position_embeddings=64, layer_types=["full_attention"],
+                                    final_logit_softcapping=0.5)
+    torch.manual_seed(0)
+    model = gemma4.Gemma4ForConditionalGeneration(gemma4.Gemma4Config(text_config=text, vision_config=None,
+                                                                      audio_config=None))
+    batch = assemble([Sample([1, 2, 3], [10, 11], True, [20, 21])], 5, 6, 0)
+    plain, chunked = (score(model, batch, chunked=c) for c in (False, True))
+    assert plain.logp.min() > -math.log(64) - 1.0  # logits capped at 0.5: log p >= -log 64 - 1
+    torch.testing.assert_close(chunked.logp, plain.logp)
 
 
 def test_the_cli_keeps_matplotlibs_font_cache_messages_off_the_console(capsys):

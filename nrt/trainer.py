@@ -140,6 +140,25 @@ def use_bf16(dtype: str) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def save_checkpoint(accelerator: Accelerator, folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, policy: Policy, position: dict[str, int], *,
+                    sharded: bool, lora: bool) -> None:
+    """Write a checkpoint of the run into ``folder`` (``position``: its step and data position). Every process
+    takes part: a sharded model's weights are gathered to the main process, which writes them, and every
+    process writes its shard of the optimizer state."""
+    weights = full_state_dict(model) if sharded else None
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = {**position, "optimizer": None if sharded else optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict()}
+        write_checkpoint(folder, accelerator.unwrap_model(model), policy.tokenizer, state, lora=lora,
+                         state_dict=weights)
+    accelerator.wait_for_everyone()
+    if sharded:
+        save_optimizer(model, optimizer, folder / "optimizer")
+    accelerator.wait_for_everyone()
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None = None) -> TrainResult:
     """Run ``cfg`` to the end (or continue it from its newest complete checkpoint with ``resume``).
 
@@ -218,19 +237,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None 
                     progress=cfg.progress) if main else NullRunLog()
 
     def save(step: int) -> Path | None:
-        """Every process takes part: a sharded model's weights are gathered and its optimizer shards written."""
         folder = checkpoint_tmp(run_dir, step)
-        weights = full_state_dict(model) if sharded else None
-        accelerator.wait_for_everyone()
-        if main:
-            state = {"step": step, "prompts_seen": step * cfg.prompts_per_step,
-                     "optimizer": None if sharded else optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-            write_checkpoint(folder, accelerator.unwrap_model(model), policy.tokenizer, state, lora=cfg.lora,
-                             state_dict=weights)
-        accelerator.wait_for_everyone()
-        if sharded:
-            save_optimizer(model, optimizer, folder / "optimizer")
-        accelerator.wait_for_everyone()
+        save_checkpoint(accelerator, folder, model, optimizer, scheduler, policy,
+                        {"step": step, "prompts_seen": step * cfg.prompts_per_step}, sharded=sharded, lora=cfg.lora)
         return finish_checkpoint(folder, cfg.keep_checkpoints) if main else None
 
     started = time.perf_counter()

@@ -141,10 +141,14 @@ def _workload(policy, args: argparse.Namespace) -> tuple[list, list, list[int]]:
 
 def run_trl(shape: str, args: argparse.Namespace) -> dict[str, float]:
     """(c): TRL's GRPOTrainer on the same shape, prompts, K, trace and answer tokens."""
+    from importlib.util import find_spec
+
     from step import grpo_trainer  # benchmarks/step.py
 
     if SHAPES[shape][7]:
         raise ValueError("variant c runs full fine-tuning shapes only")
+    if find_spec("trl") is None:
+        raise ValueError("variant c needs trl==1.16.0 (the bench extra)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     policy = build_policy(shape, args.tokenizer, device)
     policy.model.train()
@@ -176,7 +180,7 @@ def run(shape: str, variant: str, args: argparse.Namespace) -> dict[str, float]:
 
     import nrt.rollout
     from nrt import load_config
-    from nrt.modeling import apply_lora, enable_gradient_checkpointing
+    from nrt.modeling import apply_lora, enable_gradient_checkpointing, pad_vocabulary
     from nrt.rollout import SamplingCopy
     from nrt.sharding import shard_model
     from nrt.step import nrt_step
@@ -189,6 +193,8 @@ def run(shape: str, variant: str, args: argparse.Namespace) -> dict[str, float]:
     AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision="bf16" if device.type == "cuda" else "no", cpu=device.type == "cpu")
     policy = build_policy(shape, args.tokenizer, device)
+    if args.pad_vocab:
+        pad_vocabulary(policy.model, args.pad_vocab)
     lora = SHAPES[shape][7]
     model = apply_lora(policy.model, 16, 32, 0.0, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                     "down_proj"], [policy.delimiter_id]) if lora else policy.model
@@ -258,6 +264,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--tokens-per-micro-batch", type=int, default=20_000)
     parser.add_argument("--gradient-checkpointing", action="store_true", help="Recompute activations in backward.")
+    parser.add_argument("--pad-vocab", type=int, default=0, metavar="N",
+                        help="nrt's pad_vocab_to_multiple_of (a, b, f): the head's rows padded to a multiple of N.")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="Profile each run's last step and print its N most expensive operators.")
     args = parser.parse_args()
@@ -277,7 +285,8 @@ def main() -> None:
           f"python {platform.python_version()}")
     print(f"workload: {args.prompts} prompts x K={args.k}, traces {args.trace} tokens (to budget), answers "
           f"{args.answer}; median of steps 2..{args.steps}; tokens_per_micro_batch {args.tokens_per_micro_batch} "
-          f"(a, f); gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}")
+          f"(a, f); gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}; vocabulary padded to a "
+          f"multiple of {args.pad_vocab or 1} (a, b, f)")
     header = ["step s", "sampling s", "update s", "sampling tok/s", "update TFLOP/s", "MFU %", "peak GB", "ckpt s",
               "ckpt peak GB"]
     print(f"{'shape':8s} {'variant':30s} " + " ".join(f"{h:>14s}" for h in header), flush=True)

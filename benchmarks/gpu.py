@@ -1,14 +1,18 @@
 """NRT steps on one GPU at real model shapes with random weights: sampling tokens/s, update TFLOP/s and MFU,
-peak memory, per phase, for (a) nrt as a user runs it (sampler auto, bf16 sampling copy, fused pass, micro-batches
-from a token budget), (b) the reference structure with ``model.generate`` (dynamic cache, every prompt copy
-prefilled, three passes) and (f) nrt with ``sharding: fsdp`` (FSDP2 over the processes launched, one by default;
-sampling through ``generate`` on the gathered parameters), for its peak memory next to (a). No downloads:
+peak memory, per phase, and the checkpoint written after the steps (seconds and peak memory while writing), for
+(a) nrt as a user runs it (sampler auto, bf16 sampling copy, fused pass, micro-batches from a token budget),
+(b) the reference structure with ``model.generate`` (dynamic cache, every prompt copy prefilled, three passes),
+(c) TRL's GRPOTrainer with an NRT-WS reward function, as a TRL user would write it (``benchmarks/step.py``; needs
+``trl==1.16.0``, the ``bench`` extra; not for the LoRA shape) and (f) nrt with ``sharding: fsdp`` (FSDP2 over the
+processes launched, one by default; sampling through ``generate`` on the gathered parameters), for its peak
+memory next to (a). No downloads:
 Llama models are built from their configs at the SmolLM2-135M, -360M, -1.7B shapes (and Llama-3-8B's, trained
 with LoRA), with the SmolLM2 tokenizer from a folder. Figures measured on one H100: README, "On a GPU" (the
 shapes took about 1 minute each there, compilation included).
 
     python benchmarks/gpu.py --tokenizer DIR                 # all shapes, variants a and b
-    python benchmarks/gpu.py --tokenizer DIR --shapes tiny --prompts 2 --k 2 --trace 8   # a CPU dry run
+    python benchmarks/gpu.py --tokenizer DIR --shapes tiny --prompts 2 --k 2 --trace 8 --variants a,b,c,f
+                                                             # a CPU dry run
     python benchmarks/gpu.py --tokenizer DIR --shapes 1.7b --variants a,f   # FSDP on one GPU next to plain
     python benchmarks/gpu.py --tokenizer DIR --shapes 1.7b --variants a --steps 4 --profile 30   # top kernels
 
@@ -17,7 +21,8 @@ from the embedded model). Every trace runs to its budget (stop tokens disabled),
 the same tokens. Steps 2.. are reported (the first compiles and allocates optimizer state), median.
 MFU is against 989 TFLOP/s (dense bf16, H100 SXM); update FLOPs are 6 x parameters x tokens run for full
 fine-tuning and 4 x parameters x tokens with LoRA (no weight gradients for the frozen matrices).
-(c) TRL GRPOTrainer is not part of this script yet (``benchmarks/step.py`` has it for the CPU).
+The checkpoint is what a run writes (``nrt.trainer.save_checkpoint``: weights, merged for LoRA, optimizer and
+scheduler state) into a temporary folder; for (c), ``trainer.save_model``.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ import argparse
 import gc
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
@@ -93,35 +100,108 @@ def _profiled(top: int, title: str) -> Iterator[None]:
                                     row_limit=top, max_name_column_width=60), flush=True)
 
 
+@contextmanager
+def _checkpoint_timed(out: dict[str, float], device: torch.device) -> Iterator[str]:
+    """A temporary folder to write a checkpoint into; the seconds and the peak memory of the write go into
+    ``out``, the peak of what ran before it into ``out["peak GB"]``."""
+    cuda = device.type == "cuda"
+    out["peak GB"] = float("nan")
+    if cuda:
+        torch.cuda.synchronize()
+        out["peak GB"] = torch.cuda.max_memory_allocated() / 1e9
+        torch.cuda.reset_peak_memory_stats()
+    with tempfile.TemporaryDirectory(prefix="nrt-bench-ckpt-") as folder:
+        started = time.perf_counter()
+        yield folder
+        if cuda:
+            torch.cuda.synchronize()
+        out["ckpt s"] = time.perf_counter() - started
+    out["ckpt peak GB"] = torch.cuda.max_memory_allocated() / 1e9 if cuda else float("nan")
+
+
+def _release(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _workload(policy, args: argparse.Namespace) -> tuple[list, list, list[int]]:
+    """The examples, their encodings and the answer ids (exactly ``args.answer`` tokens) every variant runs."""
+    from nrt.data import Example
+    from nrt.prompts import encode_example
+
+    examples = [Example([{"role": "user", "content": f"Tom has {i} apples and buys {2 * i + 3} more. How many "
+                          "apples does he have now? Think step by step."}], str(3 * i + 3), "bench")
+                for i in range(args.prompts)]
+    encoded = [encode_example(policy.tokenizer, e, system_prompt=None, max_answer_tokens=args.answer) for e in examples]
+    answer = policy.tokenizer(" ".join(["word"] * args.answer), add_special_tokens=False).input_ids[:args.answer]
+    return examples, [type(e)(e.prompt_ids, answer) for e in encoded], answer
+
+
+def run_trl(shape: str, args: argparse.Namespace) -> dict[str, float]:
+    """(c): TRL's GRPOTrainer on the same shape, prompts, K, trace and answer tokens."""
+    from importlib.util import find_spec
+
+    from step import grpo_trainer  # benchmarks/step.py
+
+    if SHAPES[shape][7]:
+        raise ValueError("variant c runs full fine-tuning shapes only")
+    if find_spec("trl") is None:
+        raise ValueError("variant c needs trl==1.16.0 (the bench extra)")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    policy = build_policy(shape, args.tokenizer, device)
+    policy.model.train()
+    examples, encoded, answer = _workload(policy, args)
+    with tempfile.TemporaryDirectory(prefix="nrt-bench-trl-") as output_dir:
+        trainer, timings = grpo_trainer(policy, [e.messages for e in examples], policy.tokenizer.decode(answer),
+                                        k=args.k, trace=args.trace, steps=args.steps, seed=0, output_dir=output_dir,
+                                        gpu=device.type == "cuda")
+        trainer.train()
+        later = timings["steps"][1:] or timings["steps"]
+        median = {key: statistics.median(s[key] for s in later) for key in later[0]}
+        rows = args.prompts * args.k
+        pass_tokens = sum(len(e.prompt_ids) for e in encoded) * args.k + rows * args.trace
+        flops = 6 * sum(p.numel() for p in policy.model.parameters()) * pass_tokens
+        update = median["step"] - median["sampling"] - median["scoring"]
+        out = {"step s": median["step"], "sampling s": median["sampling"], "update s": update,
+               "sampling tok/s": rows * args.trace / median["sampling"], "update TFLOP/s": flops / update / 1e12,
+               "MFU %": 100 * flops / update / 1e12 / H100_BF16_TFLOPS}
+        with _checkpoint_timed(out, device) as folder:
+            trainer.save_model(folder)
+    del trainer, policy
+    _release(device)
+    return out
+
+
 def run(shape: str, variant: str, args: argparse.Namespace) -> dict[str, float]:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
     import nrt.rollout
     from nrt import load_config
-    from nrt.data import Example
-    from nrt.modeling import apply_lora, enable_gradient_checkpointing
-    from nrt.prompts import encode_example
+    from nrt.modeling import apply_lora, enable_gradient_checkpointing, pad_vocabulary
     from nrt.rollout import SamplingCopy
     from nrt.sharding import shard_model
     from nrt.step import nrt_step
+    from nrt.trainer import save_checkpoint
+
+    if variant == "c":
+        return run_trl(shape, args)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision="bf16" if device.type == "cuda" else "no", cpu=device.type == "cpu")
     policy = build_policy(shape, args.tokenizer, device)
+    if args.pad_vocab:
+        pad_vocabulary(policy.model, args.pad_vocab)
     lora = SHAPES[shape][7]
     model = apply_lora(policy.model, 16, 32, 0.0, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                     "down_proj"], [policy.delimiter_id]) if lora else policy.model
     model.train()
     if args.gradient_checkpointing:  # as nrt.trainer.build_policy does (the training pass then runs unfused)
         enable_gradient_checkpointing(policy.model)
-    examples = [Example([{"role": "user", "content": f"Tom has {i} apples and buys {2 * i + 3} more. How many "
-                          "apples does he have now? Think step by step."}], str(3 * i + 3), "bench")
-                for i in range(args.prompts)]
-    encoded = [encode_example(policy.tokenizer, e, system_prompt=None, max_answer_tokens=args.answer) for e in examples]
-    answer = policy.tokenizer(" ".join(["word"] * args.answer), add_special_tokens=False).input_ids[:args.answer]
-    encoded = [type(e)(e.prompt_ids, answer) for e in encoded]
+    _, encoded, _ = _workload(policy, args)
     common = {"num_traces": args.k, "max_trace_tokens": args.trace, "prompts_per_step": args.prompts,
               "max_answer_tokens": args.answer, "dtype": "bf16" if device.type == "cuda" else "fp32", "lora": lora,
               "gradient_checkpointing": args.gradient_checkpointing}
@@ -162,13 +242,12 @@ def run(shape: str, variant: str, args: argparse.Namespace) -> dict[str, float]:
     update = median["update_seconds"]
     out = {"step s": median["wall"], "sampling s": median["sampling_seconds"], "update s": update,
            "sampling tok/s": rows * args.trace / median["sampling_seconds"],
-           "update TFLOP/s": flops / update / 1e12, "MFU %": 100 * flops / update / 1e12 / H100_BF16_TFLOPS,
-           "peak GB": torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else float("nan")}
+           "update TFLOP/s": flops / update / 1e12, "MFU %": 100 * flops / update / 1e12 / H100_BF16_TFLOPS}
+    with _checkpoint_timed(out, device) as folder:
+        save_checkpoint(accelerator, Path(folder), model, optimizer, scheduler, policy, {"step": args.steps},
+                        sharded=variant == "f", lora=lora)
     del model, policy, optimizer, copy
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+    _release(device)
     return out
 
 
@@ -177,7 +256,7 @@ def main() -> None:
     parser.add_argument("--tokenizer", default=None, help="Folder with the SmolLM2 tokenizer files.")
     parser.add_argument("--save-tokenizer", default=None, help="Write the embedded model's tokenizer here and exit.")
     parser.add_argument("--shapes", default="135m,360m,1.7b,8b-lora")
-    parser.add_argument("--variants", default="a,b")
+    parser.add_argument("--variants", default="a,b", help="a, b, c, f (see above)")
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--trace", type=int, default=256)
@@ -185,6 +264,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--tokens-per-micro-batch", type=int, default=20_000)
     parser.add_argument("--gradient-checkpointing", action="store_true", help="Recompute activations in backward.")
+    parser.add_argument("--pad-vocab", type=int, default=0, metavar="N",
+                        help="nrt's pad_vocab_to_multiple_of (a, b, f): the head's rows padded to a multiple of N.")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="Profile each run's last step and print its N most expensive operators.")
     args = parser.parse_args()
@@ -204,10 +285,13 @@ def main() -> None:
           f"python {platform.python_version()}")
     print(f"workload: {args.prompts} prompts x K={args.k}, traces {args.trace} tokens (to budget), answers "
           f"{args.answer}; median of steps 2..{args.steps}; tokens_per_micro_batch {args.tokens_per_micro_batch} "
-          f"(a, f); gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}")
-    header = ["step s", "sampling s", "update s", "sampling tok/s", "update TFLOP/s", "MFU %", "peak GB"]
+          f"(a, f); gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}; vocabulary padded to a "
+          f"multiple of {args.pad_vocab or 1} (a, b, f)")
+    header = ["step s", "sampling s", "update s", "sampling tok/s", "update TFLOP/s", "MFU %", "peak GB", "ckpt s",
+              "ckpt peak GB"]
     print(f"{'shape':8s} {'variant':30s} " + " ".join(f"{h:>14s}" for h in header), flush=True)
-    names = {"a": "nrt (auto sampler, bf16 copy)", "b": "reference + generate", "f": "nrt, sharding=fsdp"}
+    names = {"a": "nrt (auto sampler, bf16 copy)", "b": "reference + generate", "c": "TRL GRPOTrainer",
+             "f": "nrt, sharding=fsdp"}
     for shape in args.shapes.split(","):
         for variant in args.variants.split(","):
             failed = None
@@ -220,10 +304,7 @@ def main() -> None:
                 failed = f"n/a: {exc}"
             if failed:  # outside the except block, whose traceback still holds the model's tensors
                 print(f"{shape:8s} {names[variant]:30s} {failed}", flush=True)
-                gc.collect()
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                    torch.cuda.reset_peak_memory_stats()
+                _release(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 if __name__ == "__main__":
     main()

@@ -96,18 +96,20 @@ def _no_stop(sample):
     return sample_to_budget
 
 
-def run_trl(args) -> dict:
+def grpo_trainer(policy, messages: list[list[dict]], answer: str, *, k: int, trace: int, steps: int, seed: int,
+                 output_dir: str, gpu: bool):
+    """TRL's GRPOTrainer set up for NRT-WS as a TRL user would write it (a reward function that scores the
+    reference ``answer`` with two extra forward passes of the policy per sample), with every trace run to its
+    budget. Returns the trainer and the timings its steps fill in (``steps``: the seconds of each step, of its
+    sampling and of its scoring). Also used by ``benchmarks/gpu.py``."""
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from nrt import aggregate, load_policy
+    from nrt import aggregate
     from nrt.sequences import Sample, assemble, score
 
-    policy = load_policy("smollm2-135m-instruct")
-    examples, encoded = _workload(policy, args)
-    answer_ids = encoded[0].answer_ids
-    data = Dataset.from_list([{"prompt": e.messages, "answer": policy.tokenizer.decode(answer_ids)} for e in examples])
+    data = Dataset.from_list([{"prompt": m, "answer": answer} for m in messages])
     timings = {"scoring": 0.0, "sampling": 0.0, "steps": []}
     model = policy.model
     tok = policy.tokenizer
@@ -115,15 +117,16 @@ def run_trl(args) -> dict:
     def nrt_ws_reward(prompts, completions, completion_ids, answer, **kwargs):
         """WS reward of the reference answer after each completion: two extra forward passes per sample."""
         start = time.perf_counter()
+        device = next(model.parameters()).device
         with torch.no_grad():
             prompt_ids = [tok.apply_chat_template(p, add_generation_prompt=True) for p in prompts]
             prompt_ids = [p["input_ids"] if not isinstance(p, list) else p for p in prompt_ids]
             answers = [tok(a, add_special_tokens=False).input_ids for a in answer]
             with_trace = assemble([Sample(p, list(c), False, a) for p, c, a in zip(prompt_ids, completion_ids, answers,
                                                                                    strict=True)],
-                                  policy.delimiter_id, policy.end_id, policy.pad_id)
+                                  policy.delimiter_id, policy.end_id, policy.pad_id).to(device)
             empty = assemble([Sample(p, [], False, a) for p, a in zip(prompt_ids, answers, strict=True)],
-                             policy.delimiter_id, policy.end_id, policy.pad_id)
+                             policy.delimiter_id, policy.end_id, policy.pad_id).to(device)
             c = score(model, with_trace, entropy=False)
             b = score(model, empty, entropy=False)
             reward, _ = aggregate("weighted_sum_log_prob", c.answer_logp, with_trace.answer_mask, b.answer_logp)
@@ -146,22 +149,37 @@ def run_trl(args) -> dict:
             self.start = time.perf_counter()
 
         def on_step_end(self, *a, **kw):
-            timings["steps"].append(time.perf_counter() - self.start)
+            if gpu:
+                torch.cuda.synchronize()
+            timings["steps"].append({"step": time.perf_counter() - self.start, "sampling": timings["sampling"],
+                                     "scoring": timings["scoring"]})
 
-    config = GRPOConfig(output_dir=str(Path(args.tmp) / "trl"), per_device_train_batch_size=args.prompts * args.k,
-                        num_generations=args.k, max_completion_length=args.trace, learning_rate=1e-6,
-                        beta=0.0, temperature=1.0, top_k=0, use_cpu=True, bf16=False, report_to=[],
-                        max_steps=args.steps, optim="adamw_torch_fused", adam_beta2=0.95, weight_decay=0.01,
-                        save_strategy="no", logging_steps=1, seed=args.seed, disable_tqdm=True,
-                        generation_kwargs={"min_new_tokens": args.trace}, dataloader_num_workers=0)
+    config = GRPOConfig(output_dir=output_dir, per_device_train_batch_size=len(messages) * k,
+                        num_generations=k, max_completion_length=trace, learning_rate=1e-6,
+                        beta=0.0, temperature=1.0, top_k=0, use_cpu=not gpu, bf16=gpu, report_to=[],
+                        max_steps=steps, optim="adamw_torch_fused", adam_beta2=0.95, weight_decay=0.01,
+                        save_strategy="no", logging_steps=1, seed=seed, disable_tqdm=True,
+                        generation_kwargs={"min_new_tokens": trace}, dataloader_num_workers=0)
     trainer = GRPOTrainer(model=model, reward_funcs=nrt_ws_reward, args=config, train_dataset=data,
                           processing_class=tok, callbacks=[StepTimer()])
+    return trainer, timings
+
+
+def run_trl(args) -> dict:
+    from nrt import load_policy
+
+    policy = load_policy("smollm2-135m-instruct")
+    examples, encoded = _workload(policy, args)
+    trainer, timings = grpo_trainer(policy, [e.messages for e in examples],
+                                    policy.tokenizer.decode(encoded[0].answer_ids), k=args.k, trace=args.trace,
+                                    steps=args.steps, seed=args.seed, output_dir=str(Path(args.tmp) / "trl"),
+                                    gpu=False)
     trainer.train()
-    step = timings["steps"][-1]  # the last step, as for a and b
+    last = timings["steps"][-1]  # the last step, as for a and b
     prompt_tokens = sum(len(e.prompt_ids) for e in encoded) * args.k
     trace_tokens = args.trace * len(encoded) * args.k
-    return {"step": step, "sampling": timings["sampling"], "scoring": timings["scoring"],
-            "update": step - timings["sampling"] - timings["scoring"],
+    return {"step": last["step"], "sampling": last["sampling"], "scoring": last["scoring"],
+            "update": last["step"] - last["sampling"] - last["scoring"],
             "sequence_tokens": prompt_tokens + trace_tokens, "pass_tokens": prompt_tokens + trace_tokens,
             "target_tokens": trace_tokens,
             "trace_tokens": trace_tokens}

@@ -143,7 +143,8 @@ def warm_start(model: str, budget: Budget, runs: Path, held_out: Path) -> tuple[
             trace = policy.tokenizer(p["trace"], add_special_tokens=False).input_ids
             samples.append(Sample(enc.prompt_ids, trace, True, enc.answer_ids))
         with torch.autocast(device.type, torch.bfloat16, enabled=use_bf16("auto")):
-            loss = worked_trace_nll(policy.model, samples, policy.delimiter_id, policy.end_id, policy.pad_id)
+            loss = worked_trace_nll(policy.model, samples, policy.delimiter_id, policy.end_id, policy.pad_id,
+                                    policy.vocab_size)
         loss.backward()
         optimizer.step()
         schedule.step()

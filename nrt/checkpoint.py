@@ -3,7 +3,8 @@
 A checkpoint folder ``checkpoints/step-000012/`` holds ``model/`` (safetensors weights, tokenizer with the
 delimiter and chat template; plain ``from_pretrained`` loads it; merged weights for LoRA runs), ``adapter/``
 for LoRA runs, and ``trainer_state.pt`` (optimizer, scheduler, RNG states, step, data position), read back
-with ``torch.load(weights_only=True)``. A sharded run (``nrt.sharding``) keeps its optimizer state in
+with ``torch.load(weights_only=True)``. LoRA adapters are merged into a copy of the weights on the CPU,
+never into a second copy on the GPU. A sharded run (``nrt.sharding``) keeps its optimizer state in
 ``optimizer/`` instead, one file per process.
 """
 
@@ -50,6 +51,22 @@ def checkpoint_tmp(run_dir: Path, step: int) -> Path:
     return checkpoint_root(run_dir) / f"step-{step:06d}.tmp"
 
 
+def cpu_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of ``model`` whose parameters and buffers are fresh CPU tensors, copied one at a time.
+
+    ``copy.deepcopy`` would first copy every tensor on the model's own device: merging LoRA adapters into a
+    copy of the weights there needs a second copy of the model in GPU memory, at the end of a run that may
+    have used all of it. Deep copy looks every object up in its ``memo`` before copying it, so handing it the
+    CPU copies of the tensors makes it build the rest of the model around them (tied weights stay tied).
+    """
+    memo: dict[int, Any] = {}
+    for tensor in (*model.parameters(), *model.buffers()):
+        moved = tensor.detach().to("cpu", copy=True)  # a copy even from the CPU: merging writes into it
+        memo[id(tensor)] = torch.nn.Parameter(moved, tensor.requires_grad) \
+            if isinstance(tensor, torch.nn.Parameter) else moved
+    return copy.deepcopy(model, memo)
+
+
 def write_checkpoint(folder: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                      trainer_state: dict[str, Any], *, lora: bool,
                      state_dict: dict[str, torch.Tensor] | None = None) -> None:
@@ -59,7 +76,7 @@ def write_checkpoint(folder: Path, model: PreTrainedModel, tokenizer: PreTrained
     folder.mkdir(parents=True)
     if lora:
         model.save_pretrained(folder / "adapter")
-        copy.deepcopy(model).merge_and_unload().save_pretrained(folder / "model")
+        cpu_copy(model).merge_and_unload().save_pretrained(folder / "model")  # merged on the CPU
     else:
         model.save_pretrained(folder / "model", state_dict=state_dict)
     tokenizer.save_pretrained(folder / "model")

@@ -163,10 +163,17 @@ class TrainConfig:
         "for memory the default workload does not need) and with sharding=fsdp (outside the model's forward its "
         "head holds only a shard). Models whose logits are soft-capped or scaled run unchunked.",
     )
+    pad_vocab_to_multiple_of: int = _f(
+        0,
+        "If > 0: pad the embedding and head rows to a multiple of this (64 on a GPU: the 135M model's update ran "
+        "20% faster on an H100 with its 49,153 rows padded to 49,216). The padded ids are never sampled and never "
+        "scored; checkpoints keep the padded rows.",
+    )
     tokens_per_micro_batch: int = _f(
         0,
         "If > 0: micro-batches hold as many prompt groups as fit this many padded tokens (rows x longest sequence, "
-        "at least one group), instead of prompts_per_micro_batch each; one budget fits every model size.",
+        "at least one group), instead of prompts_per_micro_batch each; one budget fits every model size. Processes "
+        "run as many micro-batches as the one that packs the most (the others split theirs).",
     )
     updates_per_step: int = _f(
         1,
@@ -221,7 +228,7 @@ class TrainConfig:
             if hint is float and not math.isfinite(value):
                 raise ConfigError(f"{key}: must be a finite number, got {value}")
         for key in ("trace_weight", "answer_weight", "format_weight", "weight_decay", "group_std_min",
-                    "tokens_per_micro_batch"):
+                    "tokens_per_micro_batch", "pad_vocab_to_multiple_of"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key}: must be >= 0, got {getattr(self, key)}")
         if self.max_grad_norm <= 0:

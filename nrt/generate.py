@@ -35,7 +35,7 @@ def think_then_answer(policy: Policy, chats: list[list[dict[str, str]]], *, thin
     sample_traces = SAMPLERS[resolve_sampler(sampler, weight.device, weight.dtype != torch.float32)]
     prompts = [encode_prompt(policy.tokenizer, messages) for messages in chats]
     common = dict(num_traces=1, temperature=temperature, top_p=top_p, delimiter_id=policy.delimiter_id,
-                  end_ids=policy.end_ids, pad_id=policy.pad_id, do_sample=not greedy)
+                  end_ids=policy.end_ids, pad_id=policy.pad_id, do_sample=not greedy, vocab_size=policy.vocab_size)
     traces = (sample_traces(policy.model, prompts, max_tokens=max_trace_tokens, **common) if think
               else [Trace([], False) for _ in prompts])
     answers = sample_traces(policy.model, [p + t.ids + [policy.delimiter_id] for p, t in zip(prompts, traces,

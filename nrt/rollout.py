@@ -5,9 +5,10 @@ end turns with several), or when it reaches the budget. Only the ids are kept: t
 tokens before the stop token, ``emitted`` says whether the stop token was the delimiter (otherwise the
 delimiter is appended and the format term teaches it) and ``ended_with`` which end-of-turn token it was,
 if one was drawn (the trace term reads it: stopping early is an action of the policy). Samplers draw from
-softmax(logits / temperature), nucleus-truncated when top_p < 1, and nothing else: no top-k, no
-repetition penalty, whatever the model's ``generation_config.json`` says, so that the trace log-probs of
-the policy gradient are those of the sampling policy.
+softmax(logits / temperature) over the tokenizer's ids (the rows of a padded head are masked),
+nucleus-truncated when top_p < 1, and nothing else: no top-k, no repetition penalty, whatever the model's
+``generation_config.json`` says, so that the trace log-probs of the policy gradient are those of the
+sampling policy.
 
 Samplers with one signature (``SAMPLERS``, config ``sampler``): ``cache``, nrt's KV-cache loop; ``generate``,
 transformers' ``model.generate`` with its dynamic cache (the plain way, the benchmark's baseline and a check
@@ -86,8 +87,9 @@ def _next_tokens(logits: torch.Tensor, temperature: float, top_p: float, do_samp
 @torch.no_grad()
 def sample_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_traces: int, max_tokens: int,
                   temperature: float, top_p: float, delimiter_id: int, end_ids: Sequence[int], pad_id: int,
-                  do_sample: bool = True) -> list[Trace]:
-    """``num_traces`` traces for each prompt, grouped: result[i * K + k] is trace k of prompt i.
+                  do_sample: bool = True, vocab_size: int | None = None) -> list[Trace]:
+    """``num_traces`` traces for each prompt, grouped: result[i * K + k] is trace k of prompt i; ids from the
+    first ``vocab_size`` only (``Policy.vocab_size``; None: every logit).
 
     A plain KV-cache loop instead of ``model.generate``: each prompt is prefilled once and its cache copied
     for its K traces (``generate`` prefills every copy), and finished traces leave the batch, so no step is
@@ -104,7 +106,7 @@ def sample_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_trace
                     **cache_arg(cache), use_cache=True, logits_to_keep=1)
         k = num_traces
         cache.batch_repeat_interleave(k)
-        logits = out.logits[:, -1].repeat_interleave(k, dim=0)
+        logits = out.logits[:, -1, :vocab_size].repeat_interleave(k, dim=0)
         mask = mask.repeat_interleave(k, dim=0)
         position = mask.sum(-1, keepdim=True)  # next position of each row
         active = torch.arange(len(prompts) * k, device=device)  # rows of the full batch still sampling
@@ -124,7 +126,7 @@ def sample_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_trace
             mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=-1)
             out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position,
                         **cache_arg(cache), use_cache=True)
-            logits = out.logits[:, -1]
+            logits = out.logits[:, -1, :vocab_size]
             position = position + 1
     return [split_trace(row, delimiter_id, end_ids) for row in generated]
 
@@ -132,18 +134,22 @@ def sample_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_trace
 @torch.no_grad()
 def generate_traces(model: torch.nn.Module, prompts: list[list[int]], *, num_traces: int, max_tokens: int,
                     temperature: float, top_p: float, delimiter_id: int, end_ids: Sequence[int], pad_id: int,
-                    do_sample: bool = True, cache_implementation: str | None = None) -> list[Trace]:
+                    do_sample: bool = True, vocab_size: int | None = None,
+                    cache_implementation: str | None = None) -> list[Trace]:
     """``sample_traces`` through ``model.generate``: every one of the K copies of a prompt is prefilled, and
-    finished rows stay in the batch (padding) until the last row stops."""
+    finished rows stay in the batch (padding) until the last row stops. Ids from ``vocab_size`` on are
+    suppressed (their logits set to -inf)."""
     from transformers import GenerationConfig
 
+    rows = getattr(model.config.get_text_config(), "vocab_size", None) or 0
+    padded = list(range(vocab_size, rows)) if vocab_size is not None and rows > vocab_size else None
     device = next(model.parameters()).device
     # A static cache is compiled per shape: prompt widths in multiples of 64 keep the shapes few across steps.
     bucket = 64 if cache_implementation == "static" else 1
     ids, mask = (t.repeat_interleave(num_traces, dim=0).to(device) for t in left_pad(prompts, pad_id, bucket))
     config = GenerationConfig(max_new_tokens=max_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
                               top_k=0, eos_token_id=[delimiter_id, *end_ids], pad_token_id=pad_id,
-                              cache_implementation=cache_implementation)
+                              suppress_tokens=padded, cache_implementation=cache_implementation)
     # generate() fills every field our config leaves unset from model.generation_config (a checkpoint's
     # repetition_penalty, top_k, min_length...): a neutral one in its place while sampling keeps to the policy.
     base = getattr(model, "get_base_model", lambda: model)()  # the transformers model inside a peft wrapper

@@ -164,10 +164,13 @@ _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
 def output_head(model: torch.nn.Module) -> torch.nn.Module | None:
     """The module that turns the last hidden states into logits, where ``score(chunked=True)`` may apply it
-    itself: a plain head (possibly wrapped by peft), with nothing applied to its output by the model."""
+    itself: a plain head (possibly wrapped by peft), with nothing applied to its output by the model.
+
+    A composite model (text and vision, e.g. Gemma 4) keeps such settings in its text config, not at the top."""
     inner = getattr(model, "module", model)  # DDP
     config = getattr(inner, "config", None)
-    if config is None or any(getattr(config, key, None) not in (None, 1, 1.0) for key in _LOGIT_TRANSFORMS):
+    if config is None or any(getattr(c, key, None) not in (None, 1, 1.0)
+                             for c in (config, config.get_text_config()) for key in _LOGIT_TRANSFORMS):
         return None
     return inner.get_output_embeddings()
 
@@ -183,10 +186,12 @@ def _returns_its_input(module: torch.nn.Module) -> Iterator[None]:
 
 
 def _row_scores(row: Tensor, targets: Tensor, trace_mask: Tensor, in_trace: Tensor, delim_index: Tensor,
-                delimiter_id: Tensor, temperature: float, entropy: bool) -> tuple[Tensor, Tensor, Tensor]:
+                delimiter_id: Tensor, temperature: float, entropy: bool,
+                vocab_size: int | None) -> tuple[Tensor, Tensor, Tensor]:
     """One sequence's target log-probs [S], its delimiter's log-prob at the delimiter index (temperature 1) [1]
-    and the mean entropy of its trace tokens (no gradient), from its logits [S, vocab]."""
-    row = row.float()
+    and the mean entropy of its trace tokens (no gradient), from its logits [S, vocab] (the first
+    ``vocab_size`` of them)."""
+    row = row[:, :vocab_size].float()
     at_delim = row.index_select(0, delim_index)  # [1, vocab]
     delim = (at_delim.gather(1, delimiter_id.view(1, 1)) - at_delim.logsumexp(-1, keepdim=True)).view(1)
     if temperature != 1.0:
@@ -202,7 +207,7 @@ def _row_scores(row: Tensor, targets: Tensor, trace_mask: Tensor, in_trace: Tens
 
 
 def score(model: torch.nn.Module, batch: SequenceBatch, *, entropy: bool = True, group_size: int = 1,
-          temperature: float = 1.0, chunked: bool = False) -> Scored:
+          temperature: float = 1.0, chunked: bool = False, vocab_size: int | None = None) -> Scored:
     """Log-probs of every target token (with grad if enabled by the caller); see ``target_logits``.
 
     The trace term's tokens are scored under softmax(logits / ``temperature``), the distribution they were
@@ -215,7 +220,8 @@ def score(model: torch.nn.Module, batch: SequenceBatch, *, entropy: bool = True,
     peak memory of the step by about a logits tensor or more at no cost in time. ``chunked``: the model
     returns its last hidden states and the head runs one sequence at a time, recomputed in backward, so the
     [N, S, vocab] logits never exist at all (one more head matmul in backward; for a model whose head
-    ``output_head`` accepts).
+    ``output_head`` accepts). ``vocab_size``: only the first that many logits are a distribution's
+    (``Policy.vocab_size``; None: all).
     """
     head = output_head(model) if chunked else None
     with _returns_its_input(head) if head is not None else nullcontext():
@@ -226,7 +232,7 @@ def score(model: torch.nn.Module, batch: SequenceBatch, *, entropy: bool = True,
     rows, delim, ent = [], [], []
     for i, row in enumerate(states.unbind(0)):  # unbind: one gradient buffer in backward, not one per row
         args = (batch.target_ids[i], batch.trace_mask[i], in_trace[i], batch.delim_index[i:i + 1], delimiter_ids[i],
-                temperature, entropy)
+                temperature, entropy, vocab_size)
         if head is None:
             scores = _row_scores(row, *args)
         elif torch.is_grad_enabled():
@@ -248,7 +254,7 @@ def score(model: torch.nn.Module, batch: SequenceBatch, *, entropy: bool = True,
 
 
 def worked_trace_nll(model: torch.nn.Module, samples: list[Sample], delimiter_id: int, end_id: int,
-                     pad_id: int) -> Tensor:
+                     pad_id: int, vocab_size: int | None = None) -> Tensor:
     """Mean NLL per token of the trace, the delimiter, the answer and the end of turn (not the prompt).
 
     Supervised teaching of worked traces: the warm starts of the testbed and of the real-model experiment,
@@ -258,4 +264,4 @@ def worked_trace_nll(model: torch.nn.Module, samples: list[Sample], delimiter_id
     targets = batch.trace_mask.long()
     targets.scatter_reduce_(1, batch.answer_index, batch.answer_mask.long(), reduce="amax")  # padding adds nothing
     targets.scatter_(1, batch.end_index[:, None], 1)
-    return -(score(model, batch, entropy=False).logp * targets).sum() / targets.sum()
+    return -(score(model, batch, entropy=False, vocab_size=vocab_size).logp * targets).sum() / targets.sum()

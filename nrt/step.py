@@ -97,7 +97,7 @@ def empty_trace_logp(model: torch.nn.Module, policy: Policy, prompts: list[Encod
     samples = [Sample(e.prompt_ids, [], False, e.answer_ids) for e in prompts for _ in range(repeat)]
     batch = assemble(samples, policy.delimiter_id, policy.end_id, policy.pad_id).to(next(model.parameters()).device)
     with eval_mode(model):  # no dropout: the reward must not depend on a dropout mask
-        b = score(model, batch, entropy=False).answer_logp
+        b = score(model, batch, entropy=False, vocab_size=policy.vocab_size).answer_logp
     return b if per_sample else b.repeat_interleave(k, dim=0)
 
 
@@ -150,6 +150,39 @@ def micro_batch_groups(lengths: list[int], k: int, groups_per_micro_batch: int, 
     return out
 
 
+def split_micro_batches(parts: list[list[int]], count: int) -> list[list[int]]:
+    """``parts`` (one mini-batch's micro-batches of groups, as ``micro_batch_groups`` packs them) split into
+    ``count`` micro-batches: the one with the most groups is halved until there are that many.
+
+    Each half keeps its groups' length order and fits the token budget its whole did. ``count`` may not exceed
+    the number of groups (no micro-batch is left empty).
+    """
+    groups = sum(len(part) for part in parts)
+    if not len(parts) <= count <= groups:
+        raise ValueError(f"{groups} groups in {len(parts)} micro-batches cannot make {count} micro-batches")
+    out = [list(part) for part in parts]
+    while len(out) < count:
+        i = max(range(len(out)), key=lambda j: len(out[j]))
+        half = len(out[i]) // 2
+        out[i:i + 1] = [out[i][:half], out[i][half:]]
+    return out
+
+
+def agreed_micro_batch_counts(counts: list[int], accelerator: Accelerator) -> list[int]:
+    """The number of micro-batches of each mini-batch on every process: the largest any process packed.
+
+    Processes pack their micro-batches from their own sequences, so with ``tokens_per_micro_batch`` one whose
+    traces are short may pack fewer than another. Each forward and backward pass of a sharded model gathers
+    and reduces over all processes, and DDP's gradient all-reduce waits for the same last pass, so every
+    process must run as many passes: a process that packed fewer splits its micro-batches
+    (``split_micro_batches``). Every process holds as many groups as any other, so the split never runs out.
+    """
+    if accelerator.num_processes == 1:
+        return counts
+    local = torch.tensor(counts, dtype=torch.long, device=accelerator.device)
+    return accelerator.gather(local).view(accelerator.num_processes, -1).amax(0).tolist()
+
+
 def _weights(cfg: TrainConfig) -> LossWeights:
     return LossWeights(trace=cfg.trace_weight, answer=cfg.answer_weight, format=cfg.format_weight,
                        clip_low=cfg.clip_low, clip_high=cfg.clip_high)
@@ -181,7 +214,7 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
             source = sampling_copy.refresh(unwrapped) if sampling_copy is not None else unwrapped
             traces = sample(source, [e.prompt_ids for e in encoded], num_traces=k, max_tokens=cfg.max_trace_tokens,
                             temperature=cfg.temperature, top_p=cfg.top_p, delimiter_id=policy.delimiter_id,
-                            end_ids=policy.end_ids, pad_id=policy.pad_id)
+                            end_ids=policy.end_ids, pad_id=policy.pad_id, vocab_size=policy.vocab_size)
         else:
             traces = [Trace([], False) for _ in encoded]
     t_sample = time.perf_counter()
@@ -196,15 +229,18 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
                            assemble(part, policy.delimiter_id, policy.end_id, policy.pad_id).to(device), rows)
 
     lengths = [len(s.prompt_ids) + len(s.trace_ids) + len(s.answer_ids) for s in samples]
-    minis = [[micro_batch(groups) for groups in mini]
-             for mini in micro_batch_groups(lengths, k, cfg.prompts_per_micro_batch, cfg.mini_batches_per_step,
-                                            cfg.tokens_per_micro_batch)]
+    packed = micro_batch_groups(lengths, k, cfg.prompts_per_micro_batch, cfg.mini_batches_per_step,
+                                cfg.tokens_per_micro_batch)
+    counts = agreed_micro_batch_counts([len(mini) for mini in packed], accelerator)
+    minis = [[micro_batch(groups) for groups in split_micro_batches(mini, count)]
+             for mini, count in zip(packed, counts, strict=True)]
     micro = [mb for mini in minis for mb in mini]
     weights = _weights(cfg)
     group_size = prompt_group_size(cfg, accelerator)
     chunked = cfg.chunked_logits == "on" or (cfg.chunked_logits == "auto" and device.type == "cuda"
                                              and cfg.sharding == "none")
-    score_kw = {"group_size": group_size, "temperature": cfg.temperature, "chunked": chunked}
+    score_kw = {"group_size": group_size, "temperature": cfg.temperature, "chunked": chunked,
+                "vocab_size": policy.vocab_size}
     reference = cfg.pass_structure == "reference"
     t_score = time.perf_counter()
 

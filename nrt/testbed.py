@@ -233,7 +233,8 @@ def start_checkpoint(settings: Settings) -> Path:
         samples = [Sample(prompt, [] if taught.empty_trace_rate and rng.random() < taught.empty_trace_rate
                           else trace_ids, True, answer)
                    for prompt, trace_ids, answer in (encode_problem(tokenizer, p) for p in problems)]
-        worked_trace_nll(model, samples, policy.delimiter_id, tokenizer.eos_token_id, tokenizer.pad_token_id).backward()
+        worked_trace_nll(model, samples, policy.delimiter_id, tokenizer.eos_token_id, tokenizer.pad_token_id,
+                         policy.vocab_size).backward()
         optimizer.step()
         optimizer.zero_grad()
 

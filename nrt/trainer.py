@@ -33,7 +33,7 @@ from nrt.checkpoint import (
 from nrt.config import ConfigError, TrainConfig, check_external_reward, config_to_dict
 from nrt.data import FieldNames, load_examples
 from nrt.host_memory import retain_freed_memory
-from nrt.modeling import Policy, apply_lora, enable_gradient_checkpointing, load_policy
+from nrt.modeling import Policy, apply_lora, enable_gradient_checkpointing, load_policy, pad_vocabulary
 from nrt.prompts import Encoded, encode_example
 from nrt.reward_fn import RewardFn, load_reward_fn
 from nrt.rollout import SamplingCopy
@@ -110,6 +110,8 @@ def build_policy(cfg: TrainConfig, checkpoint: Path | None) -> tuple[Policy, tor
     policy = load_policy(str(checkpoint / "model") if full_weights else cfg.model, delimiter=cfg.delimiter,
                          trust_remote_code=cfg.trust_remote_code)
     model = policy.model
+    if cfg.pad_vocab_to_multiple_of:  # before LoRA, whose trainable token rows wrap the padded matrices
+        pad_vocabulary(model, cfg.pad_vocab_to_multiple_of)
     model.train()  # from_pretrained returns eval mode (dropout off); sampling switches to eval by itself
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
@@ -139,6 +141,25 @@ def use_bf16(dtype: str) -> bool:
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def save_checkpoint(accelerator: Accelerator, folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, policy: Policy, position: dict[str, int], *,
+                    sharded: bool, lora: bool) -> None:
+    """Write a checkpoint of the run into ``folder`` (``position``: its step and data position). Every process
+    takes part: a sharded model's weights are gathered to the main process, which writes them, and every
+    process writes its shard of the optimizer state."""
+    weights = full_state_dict(model) if sharded else None
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = {**position, "optimizer": None if sharded else optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict()}
+        write_checkpoint(folder, accelerator.unwrap_model(model), policy.tokenizer, state, lora=lora,
+                         state_dict=weights)
+    accelerator.wait_for_everyone()
+    if sharded:
+        save_optimizer(model, optimizer, folder / "optimizer")
+    accelerator.wait_for_everyone()
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None = None) -> TrainResult:
@@ -234,19 +255,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None 
     runlog = RunLog(cfg, start_step=start_step) if main else NullRunLog()
 
     def save(step: int) -> Path | None:
-        """Every process takes part: a sharded model's weights are gathered and its optimizer shards written."""
         folder = checkpoint_tmp(run_dir, step)
-        weights = full_state_dict(model) if sharded else None
-        accelerator.wait_for_everyone()
-        if main:
-            state = {"step": step, "prompts_seen": step * cfg.prompts_per_step,
-                     "optimizer": None if sharded else optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-            write_checkpoint(folder, accelerator.unwrap_model(model), policy.tokenizer, state, lora=cfg.lora,
-                             state_dict=weights)
-        accelerator.wait_for_everyone()
-        if sharded:
-            save_optimizer(model, optimizer, folder / "optimizer")
-        accelerator.wait_for_everyone()
+        save_checkpoint(accelerator, folder, model, optimizer, scheduler, policy,
+                        {"step": step, "prompts_seen": step * cfg.prompts_per_step}, sharded=sharded, lora=cfg.lora)
         return finish_checkpoint(folder, cfg.keep_checkpoints) if main else None
 
     started = time.perf_counter()

@@ -6,14 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import tiny_overrides
 
 HELPER = Path(__file__).parent / "helpers" / "dist_train.py"
 
 
-def _run(cmd: list[str]) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+def _run(cmd: list[str], timeout: float = 300) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 
@@ -62,3 +63,29 @@ def test_two_processes_match_one(tiny_model_dir, qa_file, tmp_path):
     assert len(seeds) == 800
     # only the main process writes logs: one line per step
     assert len((tmp_path / "multi" / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("sharding", ["none", "fsdp"])
+def test_processes_with_unequal_lengths_pack_as_many_micro_batches(sharding, tiny_model_dir, qa_file, tmp_path):
+    """With a token budget per micro-batch, a process whose traces are short packs fewer micro-batches than one
+    whose traces are long; every forward and backward of a sharded model is a collective, so the processes
+    must still run as many passes each (they did not: the run hung), and the update is still the one a single
+    process makes on the whole batch."""
+    # prompts of 38 tokens, K = 2: rank 0's two groups of 1-token traces fit one micro-batch of 200 padded
+    # tokens (2 x 2 x 42), rank 1's groups of 32-token traces need one each (2 x 2 x 74 = 296)
+    def overrides(name: str) -> str:
+        return json.dumps(tiny_overrides(tiny_model_dir, qa_file, tmp_path / name / "run", steps=1, prompts_per_step=4,
+                                         num_traces=2, max_trace_tokens=32, tokens_per_micro_batch=200,
+                                         sharding=sharding))
+
+    (tmp_path / "multi").mkdir()
+    (tmp_path / "single").mkdir()
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(HELPER),
+          str(tmp_path / "multi"), overrides("multi"), "unequal"], timeout=150)
+    _run([sys.executable, str(HELPER), str(tmp_path / "single"), overrides("single"), "unequal"])
+    from safetensors.torch import load_file
+
+    final = "checkpoints/step-000001/model/model.safetensors"
+    multi, single = load_file(tmp_path / "multi" / "run" / final), load_file(tmp_path / "single" / "run" / final)
+    for name, value in single.items():  # (the sharded checkpoint also writes the tied head)
+        torch.testing.assert_close(multi[name], value, rtol=1e-4, atol=1e-4)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,44 @@ def test_think_then_answer_stops_the_answer_at_any_end_id(two_end_model_dir):
     _always(policy.model, policy.tokenizer.convert_tokens_to_ids(EOT))
     (out,) = think_then_answer(policy, [[{"role": "user", "content": "Hi"}]], max_trace_tokens=5, max_answer_tokens=5)
     assert out.trace_tokens == 0 and out.answer == ""
+
+
+LLAMA3_TEMPLATE = ("{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] }}"
+                   "<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant"
+                   "<|end_header_id|>\n\n{% endif %}")
+
+
+@pytest.mark.parametrize(("eos", "template", "closer"), [
+    ("<|endoftext|>", None, "<|im_end|>"),  # Qwen2.5 base: ChatML turns, EOS the end of text
+    ("<|end_of_text|>", LLAMA3_TEMPLATE, EOT),  # Llama-3.1 base
+])
+def test_a_base_model_stops_at_its_chat_templates_end_of_turn(tmp_path, eos, template, closer):
+    """A base model whose tokenizer and generation config name only the end of text as EOS still stops its
+    traces at the token its chat template closes turns with."""
+    tok = smollm2_tokenizer()  # ChatML, closing turns with <|im_end|>
+    tok.add_special_tokens({"additional_special_tokens": ["<|start_header_id|>", "<|end_header_id|>", EOT]})
+    tok.add_special_tokens({"eos_token": eos})
+    if template is not None:
+        tok.chat_template = template
+    tok.save_pretrained(tmp_path / "tok")
+    policy = load_policy(str(make_tiny_model(tmp_path / "tok", tmp_path / "model")))
+    end = policy.tokenizer.convert_tokens_to_ids(closer)
+    assert policy.end_id == policy.tokenizer.convert_tokens_to_ids(eos) and end in policy.end_ids
+    _always(policy.model, end)
+    traces = SAMPLERS["cache"](policy.model, [[5, 6, 7]], num_traces=2, max_tokens=6, temperature=1.0, top_p=1.0,
+                               delimiter_id=policy.delimiter_id, end_ids=policy.end_ids, pad_id=policy.pad_id)
+    assert traces == [Trace([], False, end)] * 2
+
+
+def test_a_plain_template_adds_no_end_of_turn(tiny_model_dir):
+    from nrt.modeling import PLAIN_CHAT_TEMPLATE, template_end_of_turn
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert template_end_of_turn(tok) == tok.eos_token_id  # SmolLM2's ChatML closes turns with its EOS
+    tok.chat_template = PLAIN_CHAT_TEMPLATE
+    assert template_end_of_turn(tok) is None
+    tok.chat_template = "{{ raise_exception('user and assistant must alternate') }}"
+    assert template_end_of_turn(tok) is None
 
 
 def _bos_tokenizer_dir(tmp_path: Path, template: str | None) -> Path:
@@ -259,6 +298,34 @@ def test_lora_trains_the_delimiter_rows_and_checkpoints_keep_them(tiny_model_dir
         torch.testing.assert_close(adapted.state_dict()[name], value)
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_lora_checkpoint_merges_a_cpu_copy_and_leaves_the_policy_as_it_was(tiny_model_dir, tmp_path, tied):
+    """The merged weights are peft's ``merge_and_unload``; the live model keeps its unmerged adapters and
+    every value (a copy that shared its tensors would have had the adapters added into them)."""
+    from nrt.checkpoint import write_checkpoint
+    from nrt.modeling import apply_lora
+
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir, tie_word_embeddings=tied).save_pretrained(tmp_path / "b")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "b")
+    policy = load_policy(str(tmp_path / "b"))
+    model = apply_lora(policy.model, 4, 8, 0.0, ["q_proj", "v_proj"], [policy.delimiter_id])
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:  # lora_B starts at 0 and the delimiter's rows at EOS's: make the merge matter
+                p.normal_(std=0.1)
+    live = {name: value.clone() for name, value in model.state_dict().items()}
+    write_checkpoint(tmp_path / "ckpt", model, policy.tokenizer, {}, lora=True)
+    assert all(torch.equal(value, live[name]) for name, value in model.state_dict().items())
+    assert not any(getattr(m, "merged", False) for m in model.modules())
+    expected = copy.deepcopy(model).merge_and_unload().state_dict()
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt" / "model").state_dict()
+    assert saved.keys() == expected.keys()
+    assert not torch.equal(saved["model.layers.0.self_attn.q_proj.weight"],
+                           live["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"])
+    for name, value in expected.items():
+        assert torch.equal(saved[name], value), name
+
+
 def test_a_training_step_prints_no_deprecation_warning_per_forward(tiny_model_dir, qa_file, tmp_path):
     import warnings
 
@@ -286,6 +353,67 @@ def test_chunked_logits_through_a_peft_head(tiny_model_dir, tmp_path):
     plain, chunked = (score(model, batch, chunked=c) for c in (False, True))
     torch.testing.assert_close(chunked.logp, plain.logp, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(chunked.delim_logp, plain.delim_logp, rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_logits_keep_the_soft_cap_of_a_composite_models_text_config():
+    """Gemma 4 (text and vision) soft-caps its logits by a setting of its text config; the chunked pass, which
+    runs the head itself, must not skip it (the model runs unchunked)."""
+    gemma4 = pytest.importorskip("transformers.models.gemma4", reason="needs a transformers with Gemma 4")
+    text = gemma4.Gemma4TextConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                    num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                                    max_position_embeddings=64, layer_types=["full_attention"],
+                                    final_logit_softcapping=0.5)
+    torch.manual_seed(0)
+    model = gemma4.Gemma4ForConditionalGeneration(gemma4.Gemma4Config(text_config=text, vision_config=None,
+                                                                      audio_config=None))
+    batch = assemble([Sample([1, 2, 3], [10, 11], True, [20, 21])], 5, 6, 0)
+    plain, chunked = (score(model, batch, chunked=c) for c in (False, True))
+    assert plain.logp.min() > -math.log(64) - 1.0  # logits capped at 0.5: log p >= -log 64 - 1
+    torch.testing.assert_close(chunked.logp, plain.logp)
+
+
+def _padded_policy(tiny_model_dir):
+    """The tiny policy with its 49,153 rows padded to 49,216, the padded rows' logits far above every real one."""
+    from nrt.modeling import pad_vocabulary
+
+    policy = load_policy(str(tiny_model_dir))
+    pad_vocabulary(policy.model, 64)
+    with torch.no_grad():
+        policy.model.get_output_embeddings().weight[policy.vocab_size:] = 10.0
+    return policy
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_padded_ids_are_never_sampled(tiny_model_dir, sampler):
+    policy = _padded_policy(tiny_model_dir)
+    assert policy.vocab_size == 49153 and policy.model.config.vocab_size == 49216
+    traces = SAMPLERS[sampler](policy.model, [[5, 6, 7], [8, 9]], num_traces=2, max_tokens=6, temperature=1.0,
+                               top_p=1.0, delimiter_id=policy.delimiter_id, end_ids=policy.end_ids,
+                               pad_id=policy.pad_id, vocab_size=policy.vocab_size)
+    drawn = [i for t in traces for i in t.ids]
+    assert drawn and max(drawn) < policy.vocab_size
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_padded_ids_are_never_scored(tiny_model_dir, chunked):
+    """Log-probs, the delimiter's and the entropy are those of the model without the padded rows."""
+    plain = load_policy(str(tiny_model_dir))
+    padded = _padded_policy(tiny_model_dir)
+    batch = assemble([Sample([1, 2, 3], [10, 11], True, [20, 21]), Sample([4], [12], False, [22])],
+                     plain.delimiter_id, plain.end_id, plain.pad_id)
+    want = score(plain.model, batch, chunked=chunked, temperature=0.7)
+    got = score(padded.model, batch, chunked=chunked, temperature=0.7, vocab_size=padded.vocab_size)
+    for name in ("logp", "delim_logp", "trace_entropy"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), msg=name)
+
+
+def test_training_with_a_padded_vocabulary(tiny_model_dir, qa_file, tmp_path):
+    cfg = load_config("nrt-ws", tiny_overrides(tiny_model_dir, qa_file, tmp_path / "run", steps=1,
+                                               pad_vocab_to_multiple_of=64))
+    result = train(cfg)
+    assert all(math.isfinite(v) for v in result.metrics[0].values())
+    policy = load_policy(str(result.checkpoint / "model"))
+    assert policy.model.get_input_embeddings().weight.shape[0] == 49216 and policy.vocab_size == 49153
 
 
 def test_the_cli_keeps_matplotlibs_font_cache_messages_off_the_console(capsys):

@@ -9,7 +9,7 @@ import torch
 
 from nrt import load_policy
 from nrt.rollout import SAMPLERS, SamplingCopy, resolve_sampler
-from nrt.step import micro_batch_groups
+from nrt.step import micro_batch_groups, split_micro_batches
 
 TOKENS = (11, 12, 13)
 
@@ -73,6 +73,16 @@ def test_micro_batches_from_a_token_budget():
     assert micro_batch_groups(lengths, 2, 1, tokens_per_micro_batch=16) == [[[3, 1], [2], [0]]]
     assert micro_batch_groups(lengths, 2, 1, tokens_per_micro_batch=1) == [[[3], [1], [2], [0]]]  # one group at least
     assert micro_batch_groups(lengths, 2, 1, tokens_per_micro_batch=10_000) == [[[3, 1, 2, 0]]]
+
+
+def test_micro_batches_split_to_the_count_every_process_runs():
+    """A process that packed fewer micro-batches than another splits its own (largest first, order kept)."""
+    assert split_micro_batches([[3, 1, 2, 0]], 1) == [[3, 1, 2, 0]]
+    assert split_micro_batches([[3, 1, 2, 0]], 2) == [[3, 1], [2, 0]]
+    assert split_micro_batches([[3, 1, 2], [0]], 3) == [[3], [1, 2], [0]]
+    assert split_micro_batches([[3, 1, 2], [0]], 4) == [[3], [1], [2], [0]]
+    with pytest.raises(ValueError, match="4 groups in 2 micro-batches cannot make 5"):
+        split_micro_batches([[3, 1, 2], [0]], 5)
 
 
 @pytest.mark.gpu

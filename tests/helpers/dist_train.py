@@ -2,10 +2,18 @@
 
 Sampling is replaced by a deterministic function of the prompt and the trace index, so that a run split over
 processes and a single-process run see the same traces; it records four draws of its process's random stream.
+Flags after the overrides: ``weights`` also writes the full weights after each step (rank 0); ``unequal`` makes
+the traces of the first half of each step's prompts 1 token long and of the second half ``max_tokens`` long, so
+that two processes hold sequences of very different lengths (what a single process sees is the same batch).
+
+A launched run sets up its process group with a short timeout: a collective that one process waits on in vain
+fails the run in a minute instead of hanging the test suite.
 """
 
+import datetime
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +27,12 @@ from nrt.sharding import full_state_dict, is_sharded
 
 out_dir = Path(sys.argv[1])
 overrides = json.loads(sys.argv[2])
-record_weights = sys.argv[3:] == ["weights"]  # also write the full weights after each step (rank 0)
+flags = set(sys.argv[3:])
+record_weights = "weights" in flags
+
+
+def world() -> int:
+    return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
 
 
 def rank() -> int:
@@ -29,8 +42,13 @@ def rank() -> int:
 def fake_traces(model, prompts, *, num_traces, max_tokens, **kwargs):
     with (out_dir / f"draws-rank{rank()}.jsonl").open("a") as f:  # what this process's sampling stream gives
         f.write(json.dumps(torch.rand(4).tolist()) + "\n")
-    return [Trace([100 + (sum(p) * (k + 3)) % 900 for _ in range(1 + (k + len(p)) % max_tokens)], k % 2 == 0)
-            for p in prompts for k in range(num_traces)]
+    def length(index: int, k: int, p: list[int]) -> int:
+        if "unequal" in flags:  # by the prompt's place in the step's global batch (rank-major slices)
+            return max_tokens if rank() * len(prompts) + index >= world() * len(prompts) // 2 else 1
+        return 1 + (k + len(p)) % max_tokens
+
+    return [Trace([100 + (sum(p) * (k + 3)) % 900 for _ in range(length(i, k, p))], k % 2 == 0)
+            for i, p in enumerate(prompts) for k in range(num_traces)]
 
 
 real_step = nrt.trainer.nrt_step
@@ -52,6 +70,8 @@ def recording_step(model, *args, **kwargs):
     return out
 
 
+if "WORLD_SIZE" in os.environ:  # launched: accelerate keeps a process group that is already set up
+    torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
 nrt.rollout.SAMPLERS["cache"] = fake_traces  # the default sampler
 nrt.trainer.nrt_step = recording_step
 train(load_config("nrt-ws", overrides))

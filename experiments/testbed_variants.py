@@ -57,7 +57,7 @@ def main() -> None:
     minutes = (time.perf_counter() - started) / 60
     (out / "summary.md").write_text(
         f"# Testbed variants: results\n\n`{shlex.join(['python', *sys.argv])}` at commit {commit}: {minutes:.0f} min "
-        f"on this machine (a finished run is read back, so a resumed grid counts only what ran).\n\n"
+        f"on the machine it ran on (a finished run is read back, so a resumed grid counts only what ran).\n\n"
         + "\n".join(sections))
     print(f"{minutes:.1f} min; {out / 'summary.md'}")
 

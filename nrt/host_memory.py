@@ -5,7 +5,7 @@ and returns them to the OS on free, and it trims the top of its heap likewise. A
 and frees gigabytes of activations, logits and gradients, so every step faults them back in page by page:
 on the default model 2.7 to 6 GB of page faults per step. Serving every allocation from the heap and never
 trimming it makes later steps reuse the pages of the first (70k faults instead of 680k to 1.5M per step):
-the update phase of ``benchmarks/step.py`` went from 40.3 to 33.7 s on a 2-core VM. The cost is memory:
+the update phase of ``benchmarks/step.py`` went from 40.3 to 33.7 s on an AMD EPYC VM (2 threads). The cost is memory:
 the process keeps its heap between steps, and the heap fragments, so the peak RSS grew from 6.87 to
 7.32 GB there with 2 prompts per pass (5.00 to 5.23 GB with 1, the default). Turn it off with
 ``retain_freed_memory: false``. jemalloc or tcmalloc (``LD_PRELOAD``) or ``MALLOC_MMAP_MAX_=0

@@ -189,7 +189,7 @@ def inference_device(name: str = "auto") -> torch.device:
     except RuntimeError:
         raise ModelError(f"device {name!r}: not a device name (auto, cpu, cuda, cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device {name!r}: this machine has no CUDA device (use --device cpu or auto)")
+        raise ModelError(f"device {name!r}: no CUDA device is visible to torch (use --device cpu or auto)")
     return device
 
 

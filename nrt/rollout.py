@@ -176,9 +176,9 @@ def resolve_sampler(name: str, device: torch.device, low_precision: bool = True)
     """``auto``: the static-cache compiled ``generate`` on CUDA when sampling from low-precision weights (the bf16
     copy), ``generate`` with a dynamic cache on CUDA otherwise, nrt's KV-cache loop elsewhere.
 
-    On this project's 2-core CPU the loop is the fastest measured (README, Performance); on one H100,
+    On an AMD EPYC CPU (2 threads) the loop is the fastest measured (results/benchmarks/cpu); on one H100,
     transformers' static-cache compiled ``generate`` reached 15,100 tokens/s against 2,690 for its dynamic
-    cache at 64 rows of the 135M shape (shared COSTS.md), where nrt's loop ran at about 1,100. From fp32 weights
+    cache at 64 rows of the 135M shape, where nrt's loop ran at about 1,100 (results/benchmarks/gpu). From fp32 weights
     under autocast (a sharded model, which has no bf16 copy) the static cache fails: it takes its values' dtype
     from the keys, which rotary embedding leaves in fp32 while the values come out of autocast in bf16.
     """

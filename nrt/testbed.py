@@ -405,7 +405,7 @@ def run(out_dir: Path, *, methods: list[str], seeds: list[int], settings: Settin
         workers: int = 1) -> dict[str, Any]:
     """Train every method for every seed from the cached start; evaluate; return all figures.
 
-    ``workers > 1`` runs that many trainings at once, each on one thread: on this 2-core machine one run on
+    ``workers > 1`` runs that many trainings at once, each on one thread: on an AMD EPYC CPU with 2 cores one run on
     one thread took 26 s where the same run on two threads took 47 s (the ~0.2M-parameter model cannot keep
     two threads busy), so two one-thread workers finish a grid about 3x sooner than one process.
     """

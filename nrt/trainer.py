@@ -215,7 +215,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None 
                           f"({cfg.mini_batches_per_step} x {cfg.prompts_per_micro_batch}) must divide the "
                           f"{per_process} prompts each process gets per step")
 
-    # the fused AdamW kernel: 0.08 s instead of 0.44 s per step for 134M parameters on this CPU
+    # the fused AdamW kernel: 0.08 s instead of 0.44 s per step for 134M parameters on an AMD EPYC CPU (2 threads)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                   betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=not sharded)
     total_updates = cfg.steps * cfg.updates_per_step * cfg.mini_batches_per_step

@@ -4,8 +4,8 @@ peak memory, per phase, and the checkpoint written after the steps (seconds and 
 (b) the reference structure with ``model.generate`` (dynamic cache, every prompt copy prefilled, three passes),
 (c) TRL's GRPOTrainer with an NRT-WS reward function, as a TRL user would write it (``benchmarks/step.py``; needs
 ``trl==1.16.0``, the ``bench`` extra; not for the LoRA shape) and (f) nrt with ``sharding: fsdp`` (FSDP2 over the
-processes launched, one by default; sampling through ``generate`` on the gathered parameters), for its peak
-memory next to (a). No downloads:
+processes launched, one by default; sampling as in (a), from a full bf16 copy the parameters are gathered into once
+per rollout), for its speed and peak memory next to (a). No downloads:
 Llama models are built from their configs at the SmolLM2-135M, -360M, -1.7B shapes (and Llama-3-8B's, trained
 with LoRA), with the SmolLM2 tokenizer from a folder. Figures measured on one H100: README, "On a GPU" (the
 shapes took about 1 minute each there, compilation included).
@@ -181,10 +181,9 @@ def run(shape: str, variant: str, args: argparse.Namespace) -> dict[str, float]:
     import nrt.rollout
     from nrt import load_config
     from nrt.modeling import apply_lora, enable_gradient_checkpointing, pad_vocabulary
-    from nrt.rollout import SamplingCopy
     from nrt.sharding import shard_model
     from nrt.step import nrt_step
-    from nrt.trainer import save_checkpoint
+    from nrt.trainer import build_sampling_copy, save_checkpoint
 
     if variant == "c":
         return run_trl(shape, args)
@@ -210,17 +209,19 @@ def run(shape: str, variant: str, args: argparse.Namespace) -> dict[str, float]:
     elif variant == "f":
         if lora:
             raise ValueError("sharding=fsdp with lora is refused by nrt")
-        over = {"sampler": "generate", "tokens_per_micro_batch": args.tokens_per_micro_batch, "sharding": "fsdp"}
-        model = shard_model(model, device)
+        over = {"sampler": "auto", "tokens_per_micro_batch": args.tokens_per_micro_batch, "sharding": "fsdp"}
     else:
         over = {"sampler": "generate", "pass_structure": "reference", "prompts_per_micro_batch": args.prompts}
-    cfg = load_config("nrt-ws", {**common, **over})
+    cfg = load_config("nrt-ws", {**common, **over, "sampling_copy": args.sampling_copy})
+    # (a) and (f) sample from the copy the trainer builds (bf16 on a GPU; for f a full copy, built before sharding)
+    copy = build_sampling_copy(model, cfg, device) if variant in "af" else None
+    if variant == "f":
+        model = shard_model(model, device)
     saved = dict(nrt.rollout.SAMPLERS)
     nrt.rollout.SAMPLERS.update({name: _to_budget(s) for name, s in saved.items()})
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-6, fused=variant != "f")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    copy = SamplingCopy(model, torch.bfloat16) if variant == "a" and device.type == "cuda" else None
     rows, steps = args.prompts * args.k, []
     try:
         for index in range(args.steps):
@@ -264,6 +265,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--tokens-per-micro-batch", type=int, default=20_000)
     parser.add_argument("--gradient-checkpointing", action="store_true", help="Recompute activations in backward.")
+    parser.add_argument("--sampling-copy", choices=["keep", "free"], default="keep",
+                        help="nrt's sampling_copy (a, f): the bf16 copy kept for the run, or held only while sampling.")
     parser.add_argument("--pad-vocab", type=int, default=0, metavar="N",
                         help="nrt's pad_vocab_to_multiple_of (a, b, f): the head's rows padded to a multiple of N.")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
@@ -285,8 +288,9 @@ def main() -> None:
           f"python {platform.python_version()}")
     print(f"workload: {args.prompts} prompts x K={args.k}, traces {args.trace} tokens (to budget), answers "
           f"{args.answer}; median of steps 2..{args.steps}; tokens_per_micro_batch {args.tokens_per_micro_batch} "
-          f"(a, f); gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}; vocabulary padded to a "
-          f"multiple of {args.pad_vocab or 1} (a, b, f)")
+          f"(a, f); sampling copy {args.sampling_copy} (a, f); gradient checkpointing "
+          f"{'on' if args.gradient_checkpointing else 'off'}; vocabulary padded to a multiple of {args.pad_vocab or 1} "
+          "(a, b, f)")
     header = ["step s", "sampling s", "update s", "sampling tok/s", "update TFLOP/s", "MFU %", "peak GB", "ckpt s",
               "ckpt peak GB"]
     print(f"{'shape':8s} {'variant':30s} " + " ".join(f"{h:>14s}" for h in header), flush=True)

@@ -1,11 +1,11 @@
-"""NRT steps on one GPU at real model shapes with random weights: sampling tokens/s, update TFLOP/s and MFU,
+"""NRT steps on one GPU at real model shapes with random weights: sampling tokens/s, update TFLOP/s, MFU and HFU,
 peak memory, per phase, and the checkpoint written after the steps (seconds and peak memory while writing), for
 (a) nrt as a user runs it (sampler auto, bf16 sampling copy, fused pass, micro-batches from a token budget),
 (b) the reference structure with ``model.generate`` (dynamic cache, every prompt copy prefilled, three passes),
 (c) TRL's GRPOTrainer with an NRT-WS reward function, as a TRL user would write it (``benchmarks/step.py``; needs
 ``trl==1.16.0``, the ``bench`` extra; not for the LoRA shape) and (f) nrt with ``sharding: fsdp`` (FSDP2 over the
-processes launched, one by default; sampling through ``generate`` on the gathered parameters), for its peak
-memory next to (a). No downloads:
+processes launched, one by default; sampling as in (a), from a full bf16 copy the parameters are gathered into once
+per rollout), for its speed and peak memory next to (a). No downloads:
 Llama models are built from their configs at the SmolLM2-135M, -360M, -1.7B shapes (and Llama-3-8B's, trained
 with LoRA), with the SmolLM2 tokenizer from a folder. Figures measured on one H100: README, "On a GPU" (the
 shapes took about 1 minute each there, compilation included).
@@ -20,7 +20,9 @@ shapes took about 1 minute each there, compilation included).
 from the embedded model). Every trace runs to its budget (stop tokens disabled), so every variant processes
 the same tokens. Steps 2.. are reported (the first compiles and allocates optimizer state), median.
 MFU is against 989 TFLOP/s (dense bf16, H100 SXM); update FLOPs are 6 x parameters x tokens run for full
-fine-tuning and 4 x parameters x tokens with LoRA (no weight gradients for the frozen matrices).
+fine-tuning and 4 x parameters x tokens with LoRA (no weight gradients for the frozen matrices). HFU also counts
+the forward that gradient checkpointing runs again in backward (8 x, or 6 x with LoRA; TRL's GRPOConfig turns
+gradient checkpointing on by default, so (c) recomputes); without checkpointing HFU equals MFU.
 The checkpoint is what a run writes (``nrt.trainer.save_checkpoint``: weights, merged for LoRA, optimizer and
 scheduler state) into a temporary folder; for (c), ``trainer.save_model``.
 """
@@ -47,6 +49,16 @@ SHAPES = {  # hidden, intermediate, layers, heads, kv heads, vocab (None: the to
     "8b-lora": (4096, 14336, 32, 32, 8, 128256, False, True),
 }
 H100_BF16_TFLOPS = 989.0
+
+
+def update_rates(params: int, tokens: int, seconds: float, *, lora: bool, recompute: bool) -> dict[str, float]:
+    """Update TFLOP/s and MFU from the model's FLOPs (6 x parameters x tokens: forward 2, backward 4; 4 with LoRA,
+    whose frozen matrices get no weight gradient), and HFU from what the hardware ran: with gradient checkpointing
+    (``recompute``) backward runs the forward again, 2 x parameters x tokens more (8, or 6 with LoRA)."""
+    model = (4 if lora else 6) * params * tokens
+    hardware = model + (2 * params * tokens if recompute else 0)
+    return {"update TFLOP/s": model / seconds / 1e12, "MFU %": 100 * model / seconds / 1e12 / H100_BF16_TFLOPS,
+            "HFU %": 100 * hardware / seconds / 1e12 / H100_BF16_TFLOPS}
 
 
 def llama_config(shape: str, tokenizer):
@@ -162,11 +174,11 @@ def run_trl(shape: str, args: argparse.Namespace) -> dict[str, float]:
         median = {key: statistics.median(s[key] for s in later) for key in later[0]}
         rows = args.prompts * args.k
         pass_tokens = sum(len(e.prompt_ids) for e in encoded) * args.k + rows * args.trace
-        flops = 6 * sum(p.numel() for p in policy.model.parameters()) * pass_tokens
         update = median["step"] - median["sampling"] - median["scoring"]
         out = {"step s": median["step"], "sampling s": median["sampling"], "update s": update,
-               "sampling tok/s": rows * args.trace / median["sampling"], "update TFLOP/s": flops / update / 1e12,
-               "MFU %": 100 * flops / update / 1e12 / H100_BF16_TFLOPS}
+               "sampling tok/s": rows * args.trace / median["sampling"],
+               **update_rates(sum(p.numel() for p in policy.model.parameters()), pass_tokens, update, lora=False,
+                              recompute=trainer.args.gradient_checkpointing)}  # TRL's default: on
         with _checkpoint_timed(out, device) as folder:
             trainer.save_model(folder)
     del trainer, policy
@@ -181,10 +193,9 @@ def run(shape: str, variant: str, args: argparse.Namespace) -> dict[str, float]:
     import nrt.rollout
     from nrt import load_config
     from nrt.modeling import apply_lora, enable_gradient_checkpointing, pad_vocabulary
-    from nrt.rollout import SamplingCopy
     from nrt.sharding import shard_model
-    from nrt.step import nrt_step
-    from nrt.trainer import save_checkpoint
+    from nrt.step import nrt_step, prompt_group_size
+    from nrt.trainer import build_sampling_copy, save_checkpoint
 
     if variant == "c":
         return run_trl(shape, args)
@@ -210,17 +221,19 @@ def run(shape: str, variant: str, args: argparse.Namespace) -> dict[str, float]:
     elif variant == "f":
         if lora:
             raise ValueError("sharding=fsdp with lora is refused by nrt")
-        over = {"sampler": "generate", "tokens_per_micro_batch": args.tokens_per_micro_batch, "sharding": "fsdp"}
-        model = shard_model(model, device)
+        over = {"sampler": "auto", "tokens_per_micro_batch": args.tokens_per_micro_batch, "sharding": "fsdp"}
     else:
         over = {"sampler": "generate", "pass_structure": "reference", "prompts_per_micro_batch": args.prompts}
-    cfg = load_config("nrt-ws", {**common, **over})
+    cfg = load_config("nrt-ws", {**common, **over, "sampling_copy": args.sampling_copy})
+    # (a) and (f) sample from the copy the trainer builds (bf16 on a GPU; for f a full copy, built before sharding)
+    copy = build_sampling_copy(model, cfg, device) if variant in "af" else None
+    if variant == "f":
+        model = shard_model(model, device)
     saved = dict(nrt.rollout.SAMPLERS)
     nrt.rollout.SAMPLERS.update({name: _to_budget(s) for name, s in saved.items()})
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-6, fused=variant != "f")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    copy = SamplingCopy(model, torch.bfloat16) if variant == "a" and device.type == "cuda" else None
     rows, steps = args.prompts * args.k, []
     try:
         for index in range(args.steps):
@@ -235,14 +248,12 @@ def run(shape: str, variant: str, args: argparse.Namespace) -> dict[str, float]:
     timed = steps[:-1] if args.profile and len(steps) > 2 else steps  # the profiled step is slower
     later = timed[1:] or timed
     median = {key: statistics.median(s[key] for s in later) for key in later[0]}
-    prompt_tokens = sum(len(e.prompt_ids) for e in encoded)
-    pass_tokens = (prompt_tokens * (1 if variant == "a" else args.k) + rows * (args.trace + args.answer + 2))
-    n_params = sum(p.numel() for p in model.parameters())
-    flops = (4 if lora else 6) * n_params * pass_tokens
-    update = median["update_seconds"]
-    out = {"step s": median["wall"], "sampling s": median["sampling_seconds"], "update s": update,
+    prompt_runs = args.k // prompt_group_size(cfg, accelerator)  # each prompt once per group when the pass fuses
+    pass_tokens = sum(len(e.prompt_ids) for e in encoded) * prompt_runs + rows * (args.trace + args.answer + 2)
+    out = {"step s": median["wall"], "sampling s": median["sampling_seconds"], "update s": median["update_seconds"],
            "sampling tok/s": rows * args.trace / median["sampling_seconds"],
-           "update TFLOP/s": flops / update / 1e12, "MFU %": 100 * flops / update / 1e12 / H100_BF16_TFLOPS}
+           **update_rates(sum(p.numel() for p in model.parameters()), pass_tokens, median["update_seconds"],
+                          lora=lora, recompute=args.gradient_checkpointing)}
     with _checkpoint_timed(out, device) as folder:
         save_checkpoint(accelerator, Path(folder), model, optimizer, scheduler, policy, {"step": args.steps},
                         sharded=variant == "f", lora=lora)
@@ -264,6 +275,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--tokens-per-micro-batch", type=int, default=20_000)
     parser.add_argument("--gradient-checkpointing", action="store_true", help="Recompute activations in backward.")
+    parser.add_argument("--sampling-copy", choices=["keep", "free"], default="keep",
+                        help="nrt's sampling_copy (a, f): the bf16 copy kept for the run, or held only while sampling.")
     parser.add_argument("--pad-vocab", type=int, default=0, metavar="N",
                         help="nrt's pad_vocab_to_multiple_of (a, b, f): the head's rows padded to a multiple of N.")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
@@ -285,10 +298,11 @@ def main() -> None:
           f"python {platform.python_version()}")
     print(f"workload: {args.prompts} prompts x K={args.k}, traces {args.trace} tokens (to budget), answers "
           f"{args.answer}; median of steps 2..{args.steps}; tokens_per_micro_batch {args.tokens_per_micro_batch} "
-          f"(a, f); gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}; vocabulary padded to a "
-          f"multiple of {args.pad_vocab or 1} (a, b, f)")
-    header = ["step s", "sampling s", "update s", "sampling tok/s", "update TFLOP/s", "MFU %", "peak GB", "ckpt s",
-              "ckpt peak GB"]
+          f"(a, f); sampling copy {args.sampling_copy} (a, f); gradient checkpointing "
+          f"{'on' if args.gradient_checkpointing else 'off'}; vocabulary padded to a multiple of {args.pad_vocab or 1} "
+          "(a, b, f)")
+    header = ["step s", "sampling s", "update s", "sampling tok/s", "update TFLOP/s", "MFU %", "HFU %", "peak GB",
+              "ckpt s", "ckpt peak GB"]
     print(f"{'shape':8s} {'variant':30s} " + " ".join(f"{h:>14s}" for h in header), flush=True)
     names = {"a": "nrt (auto sampler, bf16 copy)", "b": "reference + generate", "c": "TRL GRPOTrainer",
              "f": "nrt, sharding=fsdp"}

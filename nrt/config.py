@@ -109,6 +109,14 @@ class TrainConfig:
         "batch). generate: transformers' model.generate (every copy prefilled; the plain baseline). static: "
         "model.generate with a static cache, compiled on CUDA. auto: static on CUDA, cache elsewhere.",
     )
+    sampling_copy: Literal["keep", "free"] = _f(
+        "keep",
+        "The copy of the weights the rollout samples from: bf16 on a GPU, and with sharding=fsdp a full copy on "
+        "every process (its parameters gathered once per rollout). keep: allocated for the whole run (2 bytes per "
+        "parameter in bf16; the compiled sampler's captured graphs stay valid). free: allocated for each rollout "
+        "and freed after it (the 2 bytes per parameter only while sampling; the compiled decode step may be "
+        "captured again at each rollout). Without a copy (a CPU, unsharded) it has no effect.",
+    )
 
     # --- objective -------------------------------------------------------------------------------
     aggregation: str = _f(

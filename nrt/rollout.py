@@ -14,7 +14,8 @@ Samplers with one signature (``SAMPLERS``, config ``sampler``): ``cache``, nrt's
 transformers' ``model.generate`` with its dynamic cache (the plain way, the benchmark's baseline and a check
 of the loop); ``static``, ``model.generate`` with a static cache, whose fixed shapes let transformers compile
 the decode step on a GPU. ``auto`` picks per device (``resolve_sampler``). On a GPU, sampling reads a bf16
-copy of the policy refreshed in place after each update (``SamplingCopy``).
+copy of the policy refreshed in place after each update (``SamplingCopy``); a sharded model samples from a full,
+unsharded copy on every process.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from nrt.sequences import cache_arg
+from nrt.sharding import as_tensor
 
 
 @dataclass(frozen=True)
@@ -178,8 +180,8 @@ def resolve_sampler(name: str, device: torch.device, low_precision: bool = True)
 
     On an AMD EPYC CPU (2 threads) the loop is the fastest measured (results/benchmarks/cpu); on one H100,
     transformers' static-cache compiled ``generate`` reached 15,100 tokens/s against 2,690 for its dynamic
-    cache at 64 rows of the 135M shape, where nrt's loop ran at about 1,100 (results/benchmarks/gpu). From fp32 weights
-    under autocast (a sharded model, which has no bf16 copy) the static cache fails: it takes its values' dtype
+    cache at 64 rows of the 135M shape, where nrt's loop ran at about 1,100 (results/benchmarks/gpu). From fp32
+    weights under autocast (a policy sampled without its bf16 copy) the static cache fails: it takes its values' dtype
     from the keys, which rotary embedding leaves in fp32 while the values come out of autocast in bf16.
     """
     if name != "auto":
@@ -190,19 +192,48 @@ def resolve_sampler(name: str, device: torch.device, low_precision: bool = True)
 
 
 class SamplingCopy:
-    """The policy in a low-precision dtype for sampling, refreshed in place from the trained weights.
+    """The policy for sampling: a plain, unsharded module in ``dtype`` on ``device``, refreshed in place from the
+    trained weights at each rollout.
 
     Sampling from fp32 weights under autocast casts every weight again at every decoded token; a bf16 copy is
-    cast once per step. The refresh copies into the same storage, so a decode step captured as a CUDA graph
-    stays valid. Costs one copy of the weights in ``dtype`` (2 bytes per parameter in bf16).
+    cast once per step. A sharded model (``sharding: fsdp``) samples from a full copy on every process: each
+    parameter is all-gathered once per rollout, in ``dtype`` and one at a time, instead of every layer again for
+    every decoded token, and the copy samples with no collective. The refresh copies into the same storage, so a
+    decode step captured as a CUDA graph stays valid. Costs one copy of the weights in ``dtype`` (2 bytes per
+    parameter in bf16): for the whole run, or with ``keep=False`` only during each rollout (allocated for it and
+    freed after it; a captured graph may then be captured again).
     """
 
-    def __init__(self, model: torch.nn.Module, dtype: torch.dtype):
-        self.model = copy.deepcopy(model).to(dtype).eval().requires_grad_(False)
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype, device: torch.device | None = None,
+                 keep: bool = True):
+        device = device or next(model.parameters()).device
+        # The copy's parameters are made in dtype on device: no second full-precision copy on the way.
+        fresh = {id(p): torch.nn.Parameter(torch.empty(p.shape, dtype=dtype, device=device), requires_grad=False)
+                 for p in model.parameters()}
+        self.model = copy.deepcopy(model, memo=fresh).to(device=device, dtype=dtype).eval()
+        self.dtype, self.keep = dtype, keep
+        self._allocate(keep)
+
+    def _allocate(self, allocated: bool) -> None:
+        """Give the parameters their storage, or free it (the tensors, their shapes and the module stay)."""
+        for p in self.model.parameters():
+            p.untyped_storage().resize_(p.numel() * p.element_size() if allocated else 0)
 
     @torch.no_grad()
     def refresh(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Copy ``model``'s current weights in (same parameter order) and return the copy to sample from."""
+        """Copy ``model``'s current weights in (same parameter order; sharded ones gathered) and return the copy."""
         for target, source in zip(self.model.parameters(), model.parameters(), strict=True):
-            target.copy_(source)
+            target.copy_(as_tensor(source.detach().to(target.dtype)))
         return self.model
+
+    @contextmanager
+    def holding(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """The copy, holding ``model``'s current weights, for the duration of a rollout (freed after it unless
+        ``keep``). Every process of a sharded model must enter it: the refresh gathers the parameters."""
+        if not self.keep:
+            self._allocate(True)
+        try:
+            yield self.refresh(model)
+        finally:
+            if not self.keep:
+                self._allocate(False)

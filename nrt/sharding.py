@@ -4,11 +4,11 @@ the processes, on GPUs (NCCL) or CPU processes (gloo).
 Each decoder layer (the model's ``_no_split_modules``) and then the root is sharded; the step's math does not
 change (FSDP2 reduce-scatters the mean gradient, as DDP all-reduces it). What sharding needs around the step:
 
-- Sampling: a decode step would all-gather every layer again for every token. ``gathered`` all-gathers the
-  parameters once for the whole rollout and frees them afterwards. Memory cost: the full parameters on every
-  process while sampling (what a forward pass needs anyway, held for the rollout instead of one layer at a time).
-  The other route, a full copy on each process refreshed after every update, costs the same memory for the
-  whole run instead of the rollout, and one all-gather per update either way.
+- Sampling: a decode step of the sharded model would all-gather every layer again for every token. The rollout
+  samples from a full, unsharded copy on every process instead (``nrt.rollout.SamplingCopy``: bf16 on a GPU, the
+  sampler one device would use), into which each parameter is all-gathered once per rollout, in the copy's dtype
+  and one parameter at a time (the full fp32 weights are never held at once). Memory cost: the copy, 2 bytes per
+  parameter in bf16, for the whole run (``sampling_copy: keep``) or only while sampling (``free``).
 - Checkpoints: the full state dict gathered on the main process (``full_state_dict``) is written as plain
   safetensors (``from_pretrained`` loads it); the optimizer state is written sharded, one file per process,
   with ``torch.distributed.checkpoint`` (``save_optimizer`` / ``load_optimizer``), so ``--resume`` continues
@@ -23,8 +23,6 @@ change (FSDP2 reduce-scatters the mean gradient, as DDP all-reduces it). What sh
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,24 +64,6 @@ def shard_model(model: nn.Module, device: torch.device) -> nn.Module:
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
     return model
-
-
-@contextmanager
-def gathered(model: nn.Module) -> Iterator[None]:
-    """Full parameters on every process for the duration (one all-gather), sharded again afterwards.
-
-    A no-op for a model that is not sharded, so the rollout needs no branch.
-    """
-    modules = fsdp_modules(model)
-    for module in modules:
-        module.set_reshard_after_forward(False, recurse=False)
-        module.unshard()
-    try:
-        yield
-    finally:
-        for module in modules:
-            module.reshard()
-            module.set_reshard_after_forward(True, recurse=False)
 
 
 def as_tensor(value: torch.Tensor) -> torch.Tensor:

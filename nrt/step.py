@@ -32,7 +32,7 @@ from nrt.reward_fn import RewardFn, call_reward_fn
 from nrt.rewards import aggregate
 from nrt.rollout import SAMPLERS, SamplingCopy, Trace, eval_mode, resolve_sampler
 from nrt.sequences import Sample, Scored, SequenceBatch, assemble, score
-from nrt.sharding import as_tensor, gathered
+from nrt.sharding import as_tensor
 
 
 @dataclass
@@ -200,7 +200,8 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
     """Run one rollout batch and its update(s) on this process's prompts ``encoded``.
 
     ``reward_fn``, if given, scores the sampled sequences instead of the likelihood aggregation (``nrt.reward_fn``).
-    ``sampling_copy``, if given, is refreshed from the policy and sampled from (a bf16 copy on a GPU).
+    ``sampling_copy``, if given, is refreshed from the policy and sampled from (a bf16 copy on a GPU; a sharded
+    model's full copy, without which each decoded token would gather every layer again).
     """
     t0 = time.perf_counter()
     k = cfg.num_traces
@@ -208,15 +209,17 @@ def nrt_step(model: torch.nn.Module, policy: Policy, accelerator: Accelerator, o
     unwrapped = accelerator.unwrap_model(model)
 
     # --- rollout: K traces per prompt (none for SFT) ---------------------------------------------------
-    with accelerator.autocast(), gathered(model):  # a sharded model gathers its parameters once for the rollout
-        if cfg.trace:
-            sample = SAMPLERS[resolve_sampler(cfg.sampler, device, sampling_copy is not None)]
-            source = sampling_copy.refresh(unwrapped) if sampling_copy is not None else unwrapped
-            traces = sample(source, [e.prompt_ids for e in encoded], num_traces=k, max_tokens=cfg.max_trace_tokens,
+    if cfg.trace:
+        low_precision = sampling_copy is not None and sampling_copy.dtype.itemsize < 4
+        sample = SAMPLERS[resolve_sampler(cfg.sampler, device, low_precision)]
+        # a sharded model's copy gathers its parameters once for the rollout; the copy samples unsharded
+        source = sampling_copy.holding(unwrapped) if sampling_copy is not None else nullcontext(unwrapped)
+        with accelerator.autocast(), source as sampled:
+            traces = sample(sampled, [e.prompt_ids for e in encoded], num_traces=k, max_tokens=cfg.max_trace_tokens,
                             temperature=cfg.temperature, top_p=cfg.top_p, delimiter_id=policy.delimiter_id,
                             end_ids=policy.end_ids, pad_id=policy.pad_id, vocab_size=policy.vocab_size)
-        else:
-            traces = [Trace([], False) for _ in encoded]
+    else:
+        traces = [Trace([], False) for _ in encoded]
     t_sample = time.perf_counter()
 
     samples = [Sample(e.prompt_ids, t.ids, t.emitted, e.answer_ids, t.ended_with)

@@ -143,6 +143,22 @@ def use_bf16(dtype: str) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def build_sampling_copy(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> SamplingCopy | None:
+    """The copy of ``model`` the rollout samples from (``nrt.rollout.SamplingCopy``), or None to sample from the
+    policy itself.
+
+    On a GPU with bf16, a bf16 copy: sampling from fp32 weights under autocast casts every weight at every token.
+    With ``sharding: fsdp``, always a copy, in the dtype one device would sample in (bf16 on a GPU, the weights'
+    own elsewhere), so that the weights are gathered once per rollout rather than at every token. Otherwise none:
+    a CPU samples from the policy itself (bf16 matmuls there are slow or absent).
+    """
+    bf16 = device.type == "cuda" and use_bf16(cfg.dtype)
+    if not cfg.trace or not (bf16 or cfg.sharding == "fsdp"):
+        return None
+    dtype = torch.bfloat16 if bf16 else next(model.parameters()).dtype
+    return SamplingCopy(model, dtype, device, keep=cfg.sampling_copy == "keep")
+
+
 def save_checkpoint(accelerator: Accelerator, folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, policy: Policy, position: dict[str, int], *,
                     sharded: bool, lora: bool) -> None:
@@ -202,6 +218,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None 
         retain_freed_memory()
     policy, model = build_policy(cfg, checkpoint)
     check_context(policy, cfg)
+    sampling_copy = build_sampling_copy(model, cfg, accelerator.device)  # from the full weights, before sharding
     sharded = cfg.sharding == "fsdp"
     if sharded:
         model = shard_model(model, accelerator.device)
@@ -226,11 +243,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None 
     # FSDP2 already reduces its gradients (accelerate would wrap it in DDP).
     if not sharded:
         model, optimizer = accelerator.prepare(model, optimizer)
-
-    # On a GPU, sample from a bf16 copy refreshed in place each step (nrt.rollout.SamplingCopy); on a CPU the
-    # policy itself (bf16 casts there are slow or absent), and a sharded model gathers its own parameters.
-    sampling_copy = SamplingCopy(accelerator.unwrap_model(model), torch.bfloat16) \
-        if accelerator.device.type == "cuda" and use_bf16(cfg.dtype) and not sharded and cfg.trace else None
 
     start_step = 0
     if checkpoint is not None:

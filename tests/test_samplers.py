@@ -1,6 +1,7 @@
 """Every sampler keeps one contract: the same greedy tokens, rows drawn from softmax(logits / T) and nothing else,
-stops at the delimiter or any end token; the bf16 sampling copy refreshes in place; micro-batches from a token
-budget. GPU tests (marked ``gpu``) run the same checks on CUDA and skip without it."""
+stops at the delimiter or any end token; the sampling copy refreshes in place, and is held only while sampling
+with ``sampling_copy: free``; micro-batches from a token budget. GPU tests (marked ``gpu``) run the same checks
+on CUDA and skip without it."""
 
 from __future__ import annotations
 
@@ -58,6 +59,36 @@ def test_sampling_copy_refreshes_in_place(tiny_model_dir):
     for target, source in zip(refreshed.parameters(), policy.model.parameters(), strict=True):
         assert target.dtype == torch.bfloat16 and not target.requires_grad
         torch.testing.assert_close(target, source.to(torch.bfloat16))
+
+
+def test_sampling_copy_freed_between_rollouts(tiny_model_dir):
+    """sampling_copy: free holds the copy's storage only while a rollout samples from it."""
+    policy = load_policy(str(tiny_model_dir))
+    copy = SamplingCopy(policy.model, torch.float32, keep=False)
+    def held() -> list[int]:
+        return [p.untyped_storage().nbytes() for p in copy.model.parameters()]
+
+    assert not any(held())
+    with copy.holding(policy.model) as model:
+        assert model is copy.model and all(held())
+        for target, source in zip(model.parameters(), policy.model.parameters(), strict=True):
+            assert torch.equal(target, source)
+    assert not any(held())
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({}, None),  # a CPU samples from the policy itself
+    ({"sharding": "fsdp"}, (torch.float32, True)),  # a sharded model: a full copy, in the dtype one CPU samples in
+    ({"sharding": "fsdp", "sampling_copy": "free"}, (torch.float32, False)),
+    ({"sharding": "fsdp", "trace": False, "num_traces": 1}, None),  # SFT samples nothing
+])
+def test_sampling_copy_per_setup(tiny_model_dir, overrides, expected):
+    from nrt import load_config
+    from nrt.trainer import build_sampling_copy
+
+    policy = load_policy(str(tiny_model_dir))
+    copy = build_sampling_copy(policy.model, load_config("nrt-ws", overrides), torch.device("cpu"))
+    assert (copy and (copy.dtype, copy.keep)) == expected
 
 
 def test_auto_sampler_per_device():

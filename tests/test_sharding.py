@@ -1,6 +1,7 @@
 """Sharded training (FSDP2 over two CPU processes, gloo): the gathered weights after each step equal a single
-process's on the same global batch; a killed sharded run resumes to the uninterrupted result; checkpoints hold
-full weights that plain ``from_pretrained`` loads and the optimizer state in one shard per process."""
+process's on the same global batch, and each rollout samples from a plain copy that holds the current weights; a
+killed sharded run resumes to the uninterrupted result; checkpoints hold full weights that plain
+``from_pretrained`` loads and the optimizer state in one shard per process."""
 
 import json
 import os
@@ -31,11 +32,18 @@ def test_sharded_two_processes_match_one_process(tiny_model_dir, qa_file, tmp_pa
 
     for name in ("fsdp", "single"):
         (tmp_path / name).mkdir()
-    _run([*TORCHRUN, str(HELPER), str(tmp_path / "fsdp"), overrides("fsdp", sharding="fsdp"), "weights"])
+    _run([*TORCHRUN, str(HELPER), str(tmp_path / "fsdp"), overrides("fsdp", sharding="fsdp", sampling_copy="free"),
+          "weights", "sampled"])
     _run([sys.executable, str(HELPER), str(tmp_path / "single"), overrides("single"), "weights"])
     steps = [{name: torch.load(tmp_path / name / f"weights-step{step}.pt") for name in ("fsdp", "single")}
              for step in (1, 2)]
     assert not torch.equal(steps[0]["single"]["model.norm.weight"], steps[1]["single"]["model.norm.weight"])
+    # each rollout samples from a plain copy holding the weights of the step before it (the loaded ones first)
+    for rollout in (1, 2):
+        expected = torch.load(tmp_path / "fsdp" / f"weights-step{rollout - 1}.pt")
+        sampled = torch.load(tmp_path / "fsdp" / f"sampled-rollout{rollout}.pt")
+        assert not sampled["sharded"] and sampled["weights"].keys() == expected.keys()
+        assert all(torch.equal(sampled["weights"][name], expected[name]) for name in expected), rollout
     for weights in steps:
         sharded, single = weights["fsdp"], weights["single"]
         assert sharded.keys() == single.keys()

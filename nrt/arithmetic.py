@@ -117,6 +117,9 @@ class WarmStart:
     eval_every: int = 2
     target: tuple[float, float] = (0.30, 0.50)  # validation accuracy of the start: often wrong, room to learn
     max_trace_tokens: int = 96
+    # Evaluate only once the training loss is below this (None: from the first step). Before, the model does not
+    # yet write the format: every evaluation reads 0 and costs the most (its traces run to the budget).
+    evaluate_below_loss: float | None = None
 
 
 def warm_start(model: str, settings: WarmStart, folder: Path, validation: Path,
@@ -124,7 +127,8 @@ def warm_start(model: str, settings: WarmStart, folder: Path, validation: Path,
     """Teach worked column traces until greedy accuracy on ``validation`` reaches the ``settings.target`` window;
     save that model to ``folder`` and return the validation history (the chosen evaluation marked).
 
-    Evaluated every ``eval_every`` steps on every problem of ``validation``; training stops at the first
+    Evaluated every ``eval_every`` steps (once the training loss is below ``evaluate_below_loss``, where that is
+    set) on every problem of ``validation``, and at the last step; training stops at the first
     evaluation that reaches the window, and where that one overshoots it, the previous evaluated checkpoint is
     kept if it is nearer the window's middle (accuracy can move 0.28 -> 0.63 in 4 steps). The validation file
     is the stopping rule's own: a start chosen on the evaluation file would be tuned to it. The training
@@ -159,7 +163,8 @@ def warm_start(model: str, settings: WarmStart, folder: Path, validation: Path,
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()
-        if step % settings.eval_every == 0 or step == settings.max_steps:
+        gate = settings.evaluate_below_loss
+        if (step % settings.eval_every == 0 and (gate is None or loss.item() < gate)) or step == settings.max_steps:
             policy.model.eval()
             history.append({"step": step, "loss": loss.item(), **accuracy(
                 policy, validation, limit=None, max_trace_tokens=settings.max_trace_tokens)})

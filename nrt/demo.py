@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,20 +34,20 @@ if TYPE_CHECKING:
 class Budget:
     """What ``nrt demo`` spends: sized to show held-out accuracy rising in under 20 minutes on 2 CPU cores."""
 
-    warm: WarmStart = field(default_factory=WarmStart)
+    warm: WarmStart = WarmStart(evaluate_below_loss=0.3)
     validation_size: int = 100
     steps: int = 20
     prompts_per_step: int = 8
     num_traces: int = 8
     lr: float = 1e-5
     max_trace_tokens: int = 96
-    eval_size: int = 200
+    eval_size: int = 400
     train_size: int = 2000
 
 
 # The pipeline end to end in seconds (tests; a check that everything runs), not a result.
-QUICK = Budget(warm=WarmStart(max_steps=2, eval_every=1, max_trace_tokens=16), validation_size=4, steps=2,
-               prompts_per_step=2, num_traces=2, max_trace_tokens=16, eval_size=6, train_size=20)
+QUICK = Budget(warm=WarmStart(max_steps=1, eval_every=1, max_trace_tokens=8), validation_size=2, steps=2,
+               prompts_per_step=2, num_traces=2, max_trace_tokens=8, eval_size=4, train_size=8)
 
 
 def paired_difference(before: list[bool], after: list[bool]) -> dict[str, float]:

@@ -2,8 +2,17 @@
 
 import json
 import random
+from dataclasses import replace
 
-from nrt.arithmetic import column_problem, questions, trace_sum, write_problems, write_task_files
+from nrt.arithmetic import (
+    WarmStart,
+    column_problem,
+    questions,
+    trace_sum,
+    warm_start,
+    write_problems,
+    write_task_files,
+)
 
 
 def test_column_traces_write_the_sum_and_the_verifier_reads_it():
@@ -33,3 +42,14 @@ def test_validation_and_training_files_share_no_problem_with_the_evaluation_file
     assert not questions(paths["train"]) & (evaluation | questions(paths["validation"]))
     rows = [json.loads(line) for line in paths["train"].read_text().splitlines()]
     assert len(rows) == 2000 and all(trace_sum(r["trace"]) == r["answer"] for r in rows)
+
+
+def test_the_warm_start_evaluates_only_below_its_loss_gate(tiny_model_dir, tmp_path):
+    """Evaluations before the model writes the format read 0 and cost the most; the gate skips them (the last
+    step is always evaluated: the start is chosen from somewhere)."""
+    validation = write_problems(tmp_path / "validation.jsonl", 2, 3, seed=5)
+    settings = WarmStart(max_steps=2, eval_every=1, max_trace_tokens=4)
+    every = warm_start(str(tiny_model_dir), settings, tmp_path / "a", validation)
+    gated = warm_start(str(tiny_model_dir), replace(settings, evaluate_below_loss=0.0), tmp_path / "b", validation)
+    assert [h["step"] for h in every] == [1, 2] and [h["step"] for h in gated] == [2]
+    assert (tmp_path / "b" / "config.json").is_file()

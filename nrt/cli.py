@@ -129,7 +129,7 @@ def _testbed(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from nrt.demo import QUICK, Budget, run
 
-    run(args.model, Path(args.out), QUICK if args.quick else Budget())
+    run(args.model, Path(args.out), QUICK if args.quick else Budget(), threads=args.threads)
 
 
 def _presets(args: argparse.Namespace) -> None:
@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL, help="Checkpoint folder, hub name, or the embedded default.")
     p.add_argument("--out", default="runs/demo", help="Output folder: demo.png, summary.json, the runs.")
     p.add_argument("--quick", action="store_true", help="A few problems and steps: checks the pipeline, shows nothing.")
+    p.add_argument("--threads", type=int, default=None, help="Torch threads (default: one per core). On cores shared "
+                   "with other jobs, 1: two threads then wait on each other and can be several times slower.")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("presets", help="List the shipped presets (and with --keys every config key).")

@@ -41,6 +41,6 @@ def test_nrt_demo_quick_on_the_tiny_model_writes_the_plot_and_the_summary(tiny_m
     assert "nrt demo: held-out accuracy on 4 new 3-digit additions" in out and "95% interval [" in out
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["difference"]["n"] == 4 and len(summary["curves"]["traces_correct"]) == 2
-    assert set(summary["minutes"]) == {"warm_start", "training", "evaluations", "total"}
+    assert set(summary["minutes"]) == {"warm_start", "training", "evaluations", "total", "cpu"}
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     assert (tmp_path / "warm-start" / "config.json").is_file() and (tmp_path / "nrt-ws" / "metrics.jsonl").is_file()

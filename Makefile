@@ -1,13 +1,17 @@
-# The two commands of the README: `make train` (install, then train the default) and `make test`.
+# The commands of the README: `make train` (install, then train the default), `make demo` (install, then the method
+# learning in under 20 minutes on 2 CPU cores) and `make test`.
 PYTHON ?= python3
 
-.PHONY: install train test test-slow lint
+.PHONY: install train demo test test-slow lint
 
 install:
 	PYTHON=$(PYTHON) bash scripts/install.sh
 
 train: install
 	$(PYTHON) -m nrt train --config configs/nrt-ws.yaml
+
+demo: install
+	$(PYTHON) -m nrt demo
 
 test: install
 	$(PYTHON) -m ruff check nrt tests benchmarks

@@ -10,10 +10,11 @@
 
 1. Warm start (supervised, minutes): the model (default SmolLM2-135M-Instruct) is taught to write 3-digit
    additions column by column (``7+9=16, write 6 carry 1. 4+8+1=13, write 3 carry 1. 3+5+1=9, write 9.``),
-   then the delimiter, then the sum. Every ``warm_eval_every`` steps it is evaluated (greedy, think then
-   answer, ``warm_eval`` held-out problems); training stops at the first evaluation that reaches the window
-   ``warm_target``, and where that one overshoots it, the previous evaluated checkpoint is kept if it is nearer the
-   window's middle (accuracy moved 0.28 -> 0.63 in 4 steps here). That checkpoint is every method's start.
+   then the delimiter, then the sum (``nrt.arithmetic.warm_start``). Every ``warm.eval_every`` steps it is
+   evaluated (greedy, think then answer) on its own validation file of ``validation_size`` problems, disjoint
+   from the evaluation files; training stops at the first evaluation that reaches the window ``warm.target``,
+   and where that one overshoots it, the previous evaluated checkpoint is kept if it is nearer the window's
+   middle (accuracy moved 0.28 -> 0.63 in 4 steps). That checkpoint is every method's start.
 2. Each method trains on question-answer pairs only (the trace is never shown) with the same data, budget,
    learning rate and seeds; the positive control (nrt-ws's recipe) is rewarded 1 when the digits its sampled
    trace writes give the reference sum, else 0: a verifier.
@@ -29,23 +30,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import re
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nrt.data import Example
+from nrt import arithmetic
+from nrt.arithmetic import WarmStart, examples, questions, trace_sum
 from nrt.plots import plot_curves
 from nrt.testbed import map_one_thread, mean_spread, paired_table, pool_draws
 
 CONTROL = "control (verified trace)"
+SPLITS = ("3-digit", "4-digit")
 SEEDS = {"sft": 2, "verifree": 2, "rlpr": 3, "jepo": 2, "nrt-gm": 2, "nrt-ws": 3, CONTROL: 3}
 
 
@@ -53,12 +54,8 @@ SEEDS = {"sft": 2, "verifree": 2, "rlpr": 3, "jepo": 2, "nrt-gm": 2, "nrt-ws": 3
 class Budget:
     """The same for every method; nothing here is tuned per method."""
 
-    warm_lr: float = 2e-4
-    warm_batch: int = 16
-    warm_max_steps: int = 80
-    warm_eval_every: int = 2
-    warm_eval: int = 100
-    warm_target: tuple[float, float] = (0.30, 0.50)  # held-out accuracy of the start: often wrong, room to learn
+    warm: WarmStart = WarmStart()
+    validation_size: int = 100  # the warm start's own validation file (disjoint from the evaluation files)
     steps: int = 20
     prompts_per_step: int = 8
     num_traces: int = 8
@@ -67,106 +64,22 @@ class Budget:
     eval_size: int = 400
 
 
-QUICK = Budget(warm_max_steps=2, warm_eval_every=1, warm_eval=4, steps=2, prompts_per_step=2, num_traces=2,
-               max_trace_tokens=24, eval_size=8)
-
-
-def column_problem(rng: random.Random, digits: int) -> dict[str, str]:
-    """``a + b`` with ``digits`` digits each, its column-by-column trace and its sum."""
-    a, b = (rng.randrange(10 ** (digits - 1), 10 ** digits) for _ in range(2))
-    steps, carry = [], 0
-    for x, y in zip(reversed(str(a)), reversed(str(b)), strict=True):
-        total = int(x) + int(y) + carry
-        terms = f"{x}+{y}" + (f"+{carry}" if carry else "")
-        last = len(steps) == digits - 1
-        carry = 0 if last else total // 10
-        steps.append(f"{terms}={total}, write {total if last else total % 10}" + (f" carry {carry}" if carry else "")
-                     + ".")
-    return {"question": f"What is {a} + {b}?", "trace": " ".join(steps), "answer": str(a + b)}
-
-
-def trace_sum(trace: str) -> str | None:
-    """The number a column trace writes (its ``write`` digits, last column first), or None if it writes none."""
-    written = re.findall(r"write (\d+)", trace)
-    return "".join(reversed(written)) or None
-
-
-def write_problems(path: Path, n: int, digits: int, seed: int) -> Path:
-    rng = random.Random(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(column_problem(rng, digits)) + "\n" for _ in range(n)))
-    return path
-
-
-def examples(path: Path, limit: int) -> list[Example]:
-    rows = [json.loads(line) for line in path.read_text().splitlines()[:limit]]
-    return [Example([{"role": "user", "content": r["question"]}], r["answer"], str(path)) for r in rows]
+QUICK = Budget(warm=WarmStart(max_steps=2, eval_every=1, max_trace_tokens=24), validation_size=4, steps=2,
+               prompts_per_step=2, num_traces=2, max_trace_tokens=24, eval_size=8)
 
 
 def accuracy(policy: Any, path: Path, budget: Budget) -> dict[str, float]:
-    """Greedy think-then-answer on the policy's device; under bf16 autocast where that device computes bf16
-    natively (as training does)."""
-    from nrt.evaluate import Task, evaluate_task
-    from nrt.scoring import exact_match
-    from nrt.trainer import use_bf16
-
-    with torch.autocast(next(policy.model.parameters()).device.type, torch.bfloat16, enabled=use_bf16("auto")):
-        r = evaluate_task(policy, Task(path.stem, examples(path, budget.eval_size), exact_match),
-                          max_trace_tokens=budget.max_trace_tokens, max_answer_tokens=8, batch_size=50)
-    return {"accuracy": r.accuracy, "trace_len": r.trace_len_mean, "delimiter_rate": r.delimiter_rate}
+    return arithmetic.accuracy(policy, path, limit=budget.eval_size, max_trace_tokens=budget.max_trace_tokens)
 
 
-def warm_start(model: str, budget: Budget, runs: Path, held_out: Path) -> tuple[Path, list[dict[str, float]]]:
-    """Teach worked column traces until held-out accuracy reaches the ``warm_target`` window (see above)."""
-    from nrt.modeling import inference_device, load_policy
-    from nrt.prompts import encode_example
-    from nrt.sequences import Sample, worked_trace_nll
-    from nrt.trainer import use_bf16
-
+def warm_start(model: str, budget: Budget, runs: Path, data: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """The warm start of ``nrt.arithmetic`` (validation file: data/validation.jsonl), unless it finished before."""
     folder, log = runs / "warm-start", runs / "warm-start.json"
-    if log.is_file():
-        return folder, json.loads(log.read_text())
-    torch.manual_seed(0)
-    device = inference_device()
-    policy = load_policy(model, device=device)
-    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=budget.warm_lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 10))
-    rng, history, previous = random.Random(4), [], {}
-    warm_eval = replace(budget, eval_size=budget.warm_eval)
-    for step in range(1, budget.warm_max_steps + 1):
-        policy.model.train()
-        samples = []
-        for _ in range(budget.warm_batch):
-            p = column_problem(rng, 3)
-            example = Example([{"role": "user", "content": p["question"]}], p["answer"], "warm start")
-            enc = encode_example(policy.tokenizer, example, system_prompt=None, max_answer_tokens=16)
-            trace = policy.tokenizer(p["trace"], add_special_tokens=False).input_ids
-            samples.append(Sample(enc.prompt_ids, trace, True, enc.answer_ids))
-        with torch.autocast(device.type, torch.bfloat16, enabled=use_bf16("auto")):
-            loss = worked_trace_nll(policy.model, samples, policy.delimiter_id, policy.end_id, policy.pad_id,
-                                    policy.vocab_size)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
-        if step % budget.warm_eval_every == 0 or step == budget.warm_max_steps:
-            policy.model.eval()
-            history.append({"step": step, "loss": loss.item(), **accuracy(policy, held_out, warm_eval)})
-            print(f"[{time.strftime('%H:%M')}] warm start step {step}: {history[-1]}", flush=True)
-            low, high = budget.warm_target
-            if history[-1]["accuracy"] >= low:
-                middle = (low + high) / 2
-                if previous and abs(history[-2]["accuracy"] - middle) < abs(history[-1]["accuracy"] - middle):
-                    policy.model.load_state_dict(previous)
-                    history[-2]["chosen"] = True
-                else:
-                    history[-1]["chosen"] = True
-                break
-            previous = {k: v.detach().clone() for k, v in policy.model.state_dict().items()}
-    policy.model.save_pretrained(folder)
-    policy.tokenizer.save_pretrained(folder)
-    log.write_text(json.dumps(history))
-    return folder, history
+    if not log.is_file():
+        history = arithmetic.warm_start(model, budget.warm, folder, data / "validation.jsonl",
+                                        never_train_on=questions(*(data / f"{s}.jsonl" for s in SPLITS)))
+        log.write_text(json.dumps(history))
+    return folder, json.loads(log.read_text())
 
 
 def verified_trace_reward(train_file: Path, tokenizer: Any) -> Any:
@@ -174,7 +87,7 @@ def verified_trace_reward(train_file: Path, tokenizer: Any) -> Any:
     from nrt.prompts import encode_example
 
     reference = {}
-    for example in examples(train_file, 10 ** 9):
+    for example in examples(train_file):
         prompt = encode_example(tokenizer, example, system_prompt=None, max_answer_tokens=16).prompt_ids
         reference[tuple(prompt)] = example.answer
 
@@ -215,7 +128,7 @@ def run_method(name: str, seed: int, start: Path, budget: Budget, runs: Path, da
     policy = load_policy(str(result.checkpoint / "model"), device=inference_device())
     policy.model.eval()
     out = {"seed": seed, "minutes": minutes, "metrics": result.metrics,
-           "eval": {split: accuracy(policy, data / f"{split}.jsonl", budget) for split in ("3-digit", "4-digit")}}
+           "eval": {split: accuracy(policy, data / f"{split}.jsonl", budget) for split in SPLITS}}
     record.write_text(json.dumps(out))
     return out
 
@@ -269,13 +182,12 @@ def main(argv: list[str] | None = None) -> None:
     budget = QUICK if args.quick else Budget()
     out, runs = Path(args.out), Path(args.runs)
     data = runs / "data"
-    write_problems(data / "train.jsonl", 2000, 3, seed=1)
-    write_problems(data / "3-digit.jsonl", budget.eval_size, 3, seed=2)
-    write_problems(data / "4-digit.jsonl", budget.eval_size, 4, seed=3)
+    arithmetic.write_task_files(data, eval_size=budget.eval_size, validation_size=budget.validation_size,
+                                splits=SPLITS)
     started = time.perf_counter()
     if args.finished and not (runs / "warm-start.json").is_file():
         parser.error(f"--finished: no finished warm start in {runs}")
-    start, history = warm_start(args.model, budget, runs, data / "3-digit.jsonl")
+    start, history = warm_start(args.model, budget, runs, data)
     start_eval = runs / "start-eval.json"
     if not start_eval.is_file():
         from nrt.modeling import inference_device, load_policy
@@ -283,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         policy = load_policy(str(start), device=inference_device())
         policy.model.eval()
         start_eval.write_text(json.dumps({s: accuracy(policy, data / f"{s}.jsonl", budget)
-                                          for s in ("3-digit", "4-digit")}))
+                                          for s in SPLITS}))
     results: dict[str, Any] = {"budget": asdict(budget), "warm_start": history,
                                "start": json.loads(start_eval.read_text()), "methods": {}}
     methods = args.methods.split(",")
@@ -312,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     (out / "results.json").write_text(json.dumps(results))
     text = table(results)
     if "nrt-ws" in results["methods"]:
-        for split in ("3-digit", "4-digit"):
+        for split in SPLITS:
             text += f"\n\n{split}, paired on seeds against nrt-ws:\n\n" + paired_table(results, split=split)
     if earlier is not None and "nrt-ws" in results["methods"]:
         pooled = pool(earlier, results, str(args.pool_with))

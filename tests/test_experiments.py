@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from nrt.arithmetic import questions
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,6 +40,8 @@ def test_real_model_experiment_quick_on_the_tiny_model(tiny_model_dir, tmp_path)
                                         "control (verified trace)"]
     assert all(set(r["eval"]) == {"3-digit", "4-digit"} for runs in results["methods"].values() for r in runs)
     assert len(results["warm_start"]) == 2 and (tmp_path / "runs" / "warm-start" / "config.json").is_file()
+    data = tmp_path / "runs" / "data"  # the warm start stopped on its own validation file, not an evaluation file
+    assert not questions(data / "validation.jsonl") & questions(data / "3-digit.jsonl", data / "4-digit.jsonl")
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "| control (verified trace) | 1 |" in readme and "4-digit, paired on seeds against nrt-ws" in readme
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -64,18 +68,3 @@ def test_real_model_experiment_quick_on_the_tiny_model(tiny_model_dir, tmp_path)
                            cwd=ROOT, capture_output=True, text=True)  # seed 3 again: would pair a seed with itself
     assert clash.returncode != 0 and "must be fresh" in clash.stderr
 
-
-def test_column_traces_write_the_sum_and_the_verifier_reads_it():
-    import random
-
-    sys.path.insert(0, str(ROOT / "experiments"))
-    import real_model
-
-    rng = random.Random(0)
-    for digits in (3, 4):
-        for _ in range(500):
-            problem = real_model.column_problem(rng, digits)
-            assert real_model.trace_sum(problem["trace"]) == problem["answer"]
-    assert real_model.column_problem(random.Random(1), 3)["trace"].count("write") == 3
-    assert real_model.trace_sum("7+9=16, write 6 carry 1. 4+8+1=13, write 3 carry 1. 3+5+1=9, write 9.") == "936"
-    assert real_model.trace_sum("no columns") is None

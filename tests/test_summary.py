@@ -1,0 +1,39 @@
+"""The closing summary of a run says what its figures can and cannot show."""
+
+from pathlib import Path
+
+from nrt import load_config
+from nrt.trainer import reading_notes, summary
+
+
+def _metrics(steps: int, gain: float) -> list[dict[str, float]]:
+    return [{"step": i + 1, "reward_raw_mean": -3.0, "trace_len_mean": 60.0, "answer_nll_gain": gain,
+             "delimiter_rate": 0.2} for i in range(steps)]
+
+
+def test_a_first_run_is_read_as_a_smoke_test_and_points_to_the_demo():
+    """make train's 6 steps, traces making the answer less likely (gain -0.80 -> -1.52)."""
+    text = "\n".join(reading_notes(6, -1.52))
+    assert "6 steps" in text and "smoke test" in text and "not a learning curve" in text
+    assert "answer NLL gain < 0" in text and "do not help yet" in text
+    assert "`nrt demo`" in text and "`make demo`" in text
+    assert all(len(line) <= 110 for line in text.splitlines())
+
+
+def test_which_runs_get_which_note():
+    assert reading_notes(200, 0.4) == []  # a long run whose traces help: its figures speak for themselves
+    short = reading_notes(20, 1.3)  # short, traces help (nrt demo's own training): no pointer to the demo
+    assert len(short) == 1 and "20 steps" in short[0] and "nrt demo" not in short[0]
+    (long_negative,) = reading_notes(200, -0.3)
+    assert long_negative.lstrip().startswith("answer NLL gain < 0") and "nrt demo" in long_negative
+    (sft,) = reading_notes(6, None)  # no traces: no gain to read
+    assert "smoke test" in sft
+
+
+def test_summary_of_a_first_run_carries_the_notes_and_lists_only_written_logs(tmp_path: Path):
+    cfg = load_config("nrt-ws", {"tensorboard": False})
+    text = summary(cfg, _metrics(6, -1.5), None, tmp_path, 60.0, {"examples": 8})
+    assert "answer NLL gain (nats/token)" in text and "smoke test" in text and "`make demo`" in text
+    assert "tensorboard" not in text  # not written with tensorboard: false
+    assert "tensorboard" in summary(load_config("nrt-ws", {}), _metrics(60, 0.5), None, tmp_path, 60.0, {})
+    assert "smoke test" not in summary(cfg, _metrics(60, 0.5), None, tmp_path, 60.0, {})

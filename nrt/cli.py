@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
          "minutes."),
         ("demo", _demo_args, _demo, "The method learning in about 20 minutes on 2 CPU cores: warm-start the model on "
          "worked column additions, train nrt-ws on question-answer pairs only, print held-out accuracy before -> "
-         "after with a 95% interval, plot it."),
+         "after with a 95 percent interval, plot it."),
         ("presets", _presets_args, _presets, "List the shipped presets (and with --keys every config key)."),
         ("data", _data_args, _data, "Offline data helpers."),
     ]

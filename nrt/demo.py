@@ -1,4 +1,4 @@
-"""``nrt demo``: the method learning, in under 20 minutes on a 2-core CPU.
+"""``nrt demo``: the method learning, in about half an hour on a 2-core CPU (28 min in one recorded run).
 
 1. Warm start: the model is taught worked column additions (``nrt.arithmetic``) until its greedy accuracy on
    its own validation file reaches 0.30-0.50: it writes the traces, and often gets them wrong.
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Budget:
-    """What ``nrt demo`` spends: sized to show held-out accuracy rising in under 20 minutes on 2 CPU cores."""
+    """What ``nrt demo`` spends: sized to show held-out accuracy rising in about half an hour on 2 CPU cores."""
 
     warm: WarmStart = WarmStart(evaluate_below_loss=0.3)
     validation_size: int = 100

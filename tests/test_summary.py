@@ -31,9 +31,9 @@ def test_which_runs_get_which_note():
 
 
 def test_summary_of_a_first_run_carries_the_notes_and_lists_only_written_logs(tmp_path: Path):
-    cfg = load_config("nrt-ws", {"tensorboard": False})
+    cfg = load_config("nrt-ws", {"report_to": []})
     text = summary(cfg, _metrics(6, -1.5), None, tmp_path, 60.0, {"examples": 8})
     assert "answer NLL gain (nats/token)" in text and "smoke test" in text and "`make demo`" in text
-    assert "tensorboard" not in text  # not written with tensorboard: false
+    assert "tensorboard" not in text  # not written with report_to: []
     assert "tensorboard" in summary(load_config("nrt-ws", {}), _metrics(60, 0.5), None, tmp_path, 60.0, {})
     assert "smoke test" not in summary(cfg, _metrics(60, 0.5), None, tmp_path, 60.0, {})

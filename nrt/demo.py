@@ -41,7 +41,7 @@ class Budget:
     num_traces: int = 8
     lr: float = 1e-5
     max_trace_tokens: int = 96
-    eval_size: int = 400
+    eval_size: int = 300
     train_size: int = 2000
 
 

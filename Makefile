@@ -1,5 +1,5 @@
 # The commands of the README: `make train` (install, then train the default), `make demo` (install, then the method
-# learning in about half an hour on 2 CPU cores) and `make test`.
+# learning in about 16 minutes on 2 CPU cores) and `make test`.
 PYTHON ?= python3
 
 .PHONY: install train demo test test-slow lint

@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("eval", _eval_args, _eval, "Think-then-answer evaluation on offline tasks; prints a table, writes JSON."),
         ("testbed", _testbed_args, _testbed, "Every method on a synthetic task where reasoning is needed, in "
          "minutes."),
-        ("demo", _demo_args, _demo, "The method learning in about half an hour on 2 CPU cores: warm-start the model on "
+        ("demo", _demo_args, _demo, "The method learning in about 16 minutes on 2 CPU cores: warm-start the model on "
          "worked column additions, train nrt-ws on question-answer pairs only, print held-out accuracy before -> "
          "after with a 95 percent interval, plot it."),
         ("presets", _presets_args, _presets, "List the shipped presets (and with --keys every config key)."),

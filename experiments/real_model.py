@@ -1,4 +1,4 @@
-"""A real language model whose traces can help (issue 14, part 2): every method from one warm start.
+"""A real language model whose traces can help: every method from one warm start.
 
     python experiments/real_model.py                      # everything; resumes after the last finished stage
     python experiments/real_model.py --quick --model DIR  # 2 steps, 8 problems: checks the pipeline (minutes)
@@ -7,6 +7,10 @@
     python experiments/real_model.py --first-seed 3 --out results/real-model/replication  # fresh seeds, same start
     python experiments/real_model.py --first-seed 3 --out results/real-model/replication \
         --pool-with results/real-model/results.json  # also pairs both grids' seeds together
+    python experiments/real_model.py --methods 'nrt-ws,nrt-ws no answer term' --splits 3-digit \
+        --runs experiments/runs-answer-term --out results/real-model-answer-term  # the answer term on and off
+    python experiments/real_model.py --steps 100 --eval-every 20 --runs experiments/runs-long \
+        --out results/real-model-long  # long runs: accuracy every 20 steps and the signs of collapse
 
 1. Warm start (supervised, minutes): the model (default SmolLM2-135M-Instruct) is taught to write 3-digit
    additions column by column (``7+9=16, write 6 carry 1. 4+8+1=13, write 3 carry 1. 3+5+1=9, write 9.``),
@@ -21,8 +25,9 @@
 3. Every trained model is evaluated greedily, think then answer, on held-out 3-digit problems and on 4-digit
    ones (harder: one more column).
 
-Written to ``--out``: README.md (the table, each method against nrt-ws paired on seeds with a 95% interval,
-the command, the commit, the wall time), curves.png (reward, trace length, entropy, delimiter rate, answer
+Written to ``--out``: README.md (the table, each method against nrt-ws and the control paired on seeds with a
+95% interval, the command, the commit, the wall time; with ``--eval-every``, accuracy during training and the
+signs of collapse, and accuracy.png), curves.png (reward, trace length, entropy, delimiter rate, answer
 NLL gain per step), results.json. Runs go to ``--runs``; a finished stage is read back, not redone.
 """
 
@@ -34,42 +39,50 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from nrt import arithmetic
-from nrt.arithmetic import WarmStart, examples, questions, trace_sum
+from nrt.arithmetic import QUICK, Budget, examples, questions, trace_sum
 from nrt.plots import plot_curves
-from nrt.testbed import map_one_thread, mean_spread, paired_table, pool_draws
+from nrt.testbed import (
+    collapse_table,
+    curve_table,
+    map_one_thread,
+    mean_spread,
+    paired_table,
+    plot_accuracy,
+    pool_draws,
+)
 
 CONTROL = "control (verified trace)"
 SPLITS = ("3-digit", "4-digit")
-SEEDS = {"sft": 2, "verifree": 2, "rlpr": 3, "jepo": 2, "nrt-gm": 2, "nrt-ws": 3, CONTROL: 3}
-
-
-@dataclass(frozen=True)
-class Budget:
-    """The same for every method; nothing here is tuned per method."""
-
-    warm: WarmStart = WarmStart()
-    validation_size: int = 100  # the warm start's own validation file (disjoint from the evaluation files)
-    steps: int = 20
-    prompts_per_step: int = 8
-    num_traces: int = 8
-    lr: float = 1e-5
-    max_trace_tokens: int = 96
-    eval_size: int = 400
-
-
-QUICK = Budget(warm=WarmStart(max_steps=2, eval_every=1, max_trace_tokens=24), validation_size=4, steps=2,
-               prompts_per_step=2, num_traces=2, max_trace_tokens=24, eval_size=8)
+# name -> (preset, overrides, rewarded by the verifier); answer_weight 0: the trace term alone (no answer term)
+METHODS: dict[str, tuple[str, dict[str, Any], bool]] = {
+    **{name: (name, {}, False) for name in ("sft", "verifree", "rlpr", "jepo", "nrt-gm", "nrt-ws")},
+    CONTROL: ("nrt-ws", {}, True),
+    "nrt-ws no answer term": ("nrt-ws", {"answer_weight": 0.0}, False),
+    f"{CONTROL} no answer term": ("nrt-ws", {"answer_weight": 0.0}, True),
+}
+SEEDS = {"sft": 2, "verifree": 2, "rlpr": 3, "jepo": 2, "nrt-gm": 2, "nrt-ws": 3, CONTROL: 3,
+         "nrt-ws no answer term": 3, f"{CONTROL} no answer term": 3}
+GRID = ["sft", "verifree", "rlpr", "jepo", "nrt-gm", "nrt-ws", CONTROL]  # the default --methods
 
 
 def accuracy(policy: Any, path: Path, budget: Budget) -> dict[str, float]:
     return arithmetic.accuracy(policy, path, limit=budget.eval_size, max_trace_tokens=budget.max_trace_tokens)
+
+
+def evaluate(folder: Path, budget: Budget, data: Path, splits: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Greedy think-then-answer accuracy of the model in ``folder`` on each evaluation file."""
+    from nrt.modeling import inference_device, load_policy
+
+    policy = load_policy(str(folder), device=inference_device())
+    policy.model.eval()
+    return {split: accuracy(policy, data / f"{split}.jsonl", budget) for split in splits}
 
 
 def warm_start(model: str, budget: Budget, runs: Path, data: Path) -> tuple[Path, list[dict[str, Any]]]:
@@ -102,49 +115,58 @@ def run_folder(runs: Path, name: str, seed: int) -> Path:
     return runs / f"{name.replace(' ', '_')}-seed{seed}"
 
 
-def run_method(name: str, seed: int, start: Path, budget: Budget, runs: Path, data: Path) -> dict[str, Any]:
-    """Train ``name`` with ``seed`` from the warm start and evaluate it, unless that finished before."""
+def run_method(name: str, seed: int, start: Path, budget: Budget, runs: Path, data: Path,
+               eval_every: int, splits: tuple[str, ...]) -> dict[str, Any]:
+    """Train ``name`` with ``seed`` from the warm start and evaluate it (every ``eval_every`` steps too, when
+    set: the record's ``curve``), unless that finished before. ``minutes``: training time of the last launch."""
     from nrt import load_config, train
-    from nrt.modeling import inference_device, load_policy
+    from nrt.checkpoint import complete_checkpoints, latest_checkpoint
+    from nrt.modeling import load_policy
 
     run_dir = run_folder(runs, name, seed)
     record = run_dir / "record.json"
     if record.is_file():
-        return json.loads(record.read_text())
-    shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts over
-    print(f"[{time.strftime('%H:%M')}] train {name} seed {seed}", flush=True)
-    preset = "nrt-ws" if name == CONTROL else name
+        done = json.loads(record.read_text())
+        if len(done["metrics"]) != budget.steps:
+            raise SystemExit(f"{record}: a run of {len(done['metrics'])} steps, not {budget.steps}: runs of "
+                             "another length need their own --runs folder")
+        return done
+    resume = latest_checkpoint(run_dir) is not None  # an unfinished run goes on from its last checkpoint
+    if not resume:
+        shutil.rmtree(run_dir, ignore_errors=True)  # or starts over
+    print(f"[{time.strftime('%H:%M')}] train {name} seed {seed}{' (resumed)' if resume else ''}", flush=True)
+    preset, overrides, verified = METHODS[name]
+    checkpoints = {"save_every": eval_every, "keep_checkpoints": budget.steps // eval_every + 1} if eval_every else {}
     cfg = load_config(preset, {
         "model": str(start), "data": str(data / "train.jsonl"), "output_dir": str(run_dir), "seed": seed,
-        "steps": budget.steps, "prompts_per_step": budget.prompts_per_step,
-        **({} if preset == "sft" else {"num_traces": budget.num_traces}),
-        "max_trace_tokens": budget.max_trace_tokens, "max_answer_tokens": 8, "lr": budget.lr,
-        "report_to": [], "progress": False})
-    reward_fn = verified_trace_reward(data / "train.jsonl", load_policy(str(start)).tokenizer) if name == CONTROL \
-        else None  # only the control needs the tokenizer: no model load for the others
+        **budget.train_overrides(traces=preset != "sft"), **overrides, **checkpoints, "progress": False})
+    # only the control needs the tokenizer: no model load for the others
+    reward_fn = verified_trace_reward(data / "train.jsonl", load_policy(str(start)).tokenizer) if verified else None
     started = time.perf_counter()
-    result = train(cfg, reward_fn=reward_fn)
+    result = train(cfg, resume=resume, reward_fn=reward_fn)
     minutes = (time.perf_counter() - started) / 60
-    policy = load_policy(str(result.checkpoint / "model"), device=inference_device())
-    policy.model.eval()
-    out = {"seed": seed, "minutes": minutes, "metrics": result.metrics,
-           "eval": {split: accuracy(policy, data / f"{split}.jsonl", budget) for split in SPLITS}}
+    curve = [{"step": int(c.name.removeprefix("step-")), **evaluate(c / "model", budget, data, splits)}
+             for c in complete_checkpoints(run_dir)] if eval_every else []
+    final = {split: curve[-1][split] for split in splits} if curve \
+        else evaluate(result.checkpoint / "model", budget, data, splits)
+    out = {"seed": seed, "minutes": minutes, "metrics": result.metrics, "eval": final,
+           **({"curve": curve} if curve else {})}
     record.write_text(json.dumps(out))
     return out
 
 
-def table(results: dict[str, Any]) -> str:
+def table(results: dict[str, Any], splits: tuple[str, ...]) -> str:
     """Markdown: mean ± std over seeds of held-out accuracy, trace length, and the last step's entropy."""
     start = results["start"]
-    lines = ["| method | seeds | acc 3-digit | acc 4-digit | trace len | trace entropy (last step) | train min |",
-             "|---|---|---|---|---|---|---|",
-             f"| warm start | – | {start['3-digit']['accuracy']:.3f} | {start['4-digit']['accuracy']:.3f} | "
-             f"{start['3-digit']['trace_len']:.1f} | – | – |"]
+    lines = ["| method | seeds | " + " | ".join(f"acc {s}" for s in splits)
+             + " | trace len | trace entropy (last step) | train min |", "|---|---|" + "---|" * (len(splits) + 3),
+             "| warm start | – | " + " | ".join(f"{start[s]['accuracy']:.3f}" for s in splits)
+             + f" | {start[splits[0]]['trace_len']:.1f} | – | – |"]
     for name, runs in results["methods"].items():
         entropy = [r["metrics"][-1].get("trace_entropy", 0.0) for r in runs]
-        lines.append(f"| {name} | {len(runs)} | {mean_spread([r['eval']['3-digit']['accuracy'] for r in runs])} | "
-                     f"{mean_spread([r['eval']['4-digit']['accuracy'] for r in runs])} | "
-                     f"{sum(r['eval']['3-digit']['trace_len'] for r in runs) / len(runs):.1f} | "
+        lines.append(f"| {name} | {len(runs)} | "
+                     + " | ".join(mean_spread([r["eval"][s]["accuracy"] for r in runs]) for s in splits)
+                     + f" | {sum(r['eval'][splits[0]]['trace_len'] for r in runs) / len(runs):.1f} | "
                      f"{sum(entropy) / len(entropy):.2f} | {sum(r['minutes'] for r in runs) / len(runs):.1f} |")
     return "\n".join(lines)
 
@@ -168,7 +190,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", default="experiments/runs-real-model", help="Checkpoints, metrics, logs.")
     parser.add_argument("--model", default="smollm2-135m-instruct", help="The model every method starts from "
                         "(after the warm start).")
-    parser.add_argument("--methods", default=",".join(SEEDS), help=f"Comma-separated, from {list(SEEDS)}.")
+    parser.add_argument("--methods", default=",".join(GRID), help=f"Comma-separated, from {list(METHODS)}.")
+    parser.add_argument("--steps", type=int, help="Training steps of every method (default: the budget's 20). "
+                        "Runs of another length need their own --runs folder.")
+    parser.add_argument("--eval-every", type=int, default=0, help="Also evaluate every N steps (held-out "
+                        "accuracy during training, and the collapse table); 0: only at the end.")
+    parser.add_argument("--splits", default=",".join(SPLITS), help=f"Evaluation files, from {list(SPLITS)}.")
     parser.add_argument("--quick", action="store_true", help="2 steps, 8 problems, one seed: the pipeline only.")
     parser.add_argument("--workers", type=int, default=1, help="Trainings at once, one thread each.")
     parser.add_argument("--finished", action="store_true", help="Report the runs finished so far (an interrupted "
@@ -180,6 +207,14 @@ def main(argv: list[str] | None = None) -> None:
                         "on other seeds: the README also pairs every method against nrt-ws on both grids' seeds.")
     args = parser.parse_args(argv)
     budget = QUICK if args.quick else Budget()
+    if args.steps is not None:
+        budget = replace(budget, steps=args.steps)
+    methods, splits = args.methods.split(","), tuple(args.splits.split(","))
+    for flag, names, known in (("--methods", methods, METHODS), ("--splits", splits, SPLITS)):
+        if unknown := [n for n in names if n not in known]:
+            parser.error(f"{flag}: unknown {unknown}; choose from {list(known)}")
+    if args.eval_every and budget.steps % args.eval_every:
+        parser.error(f"--eval-every {args.eval_every}: must divide the {budget.steps} steps")
     out, runs = Path(args.out), Path(args.runs)
     data = runs / "data"
     arithmetic.write_task_files(data, eval_size=budget.eval_size, validation_size=budget.validation_size,
@@ -198,7 +233,6 @@ def main(argv: list[str] | None = None) -> None:
                                           for s in SPLITS}))
     results: dict[str, Any] = {"budget": asdict(budget), "warm_start": history,
                                "start": json.loads(start_eval.read_text()), "methods": {}}
-    methods = args.methods.split(",")
     seeds = {name: 1 if args.quick else SEEDS[name] for name in methods}
     # Seed-major: every method's first seed finishes before any method's second (an interrupted grid is balanced).
     jobs = [(name, args.first_seed + i) for i in range(max(seeds.values())) for name in methods if i < seeds[name]]
@@ -211,7 +245,8 @@ def main(argv: list[str] | None = None) -> None:
         earlier = json.loads(args.pool_with.read_text())
         planned = {name: [{"seed": seed} for n, seed in jobs if n == name] for name in methods}
         pool(earlier, {"warm_start": history, "methods": planned}, str(args.pool_with))  # fails before training
-    records = map_one_thread(run_method, [(name, seed, start, budget, runs, data) for name, seed in jobs], args.workers)
+    records = map_one_thread(run_method, [(name, seed, start, budget, runs, data, args.eval_every, splits)
+                                          for name, seed in jobs], args.workers)
     for (name, _), record in zip(jobs, records, strict=True):
         results["methods"].setdefault(name, []).append(record)
     results["methods"] = {name: results["methods"][name] for name in methods if name in results["methods"]}
@@ -222,10 +257,17 @@ def main(argv: list[str] | None = None) -> None:
     plot_curves({name: [r["metrics"] for r in runs] for name, runs in results["methods"].items()},
                 out / "curves.png")
     (out / "results.json").write_text(json.dumps(results))
-    text = table(results)
-    if "nrt-ws" in results["methods"]:
-        for split in SPLITS:
-            text += f"\n\n{split}, paired on seeds against nrt-ws:\n\n" + paired_table(results, split=split)
+    text = table(results, splits)
+    for baseline in ("nrt-ws", CONTROL):
+        if baseline in results["methods"] and len(results["methods"]) > 1:
+            for split in splits:
+                text += f"\n\n{split}, paired on seeds against {baseline}:\n\n" \
+                    + paired_table(results, baseline, split=split)
+    if args.eval_every:
+        plot_accuracy(results, out / "accuracy.png", [(s, f"held-out accuracy, {s}") for s in splits])
+        text += (f"\n\nHeld-out accuracy ({splits[0]}) during training:\n\n{curve_table(results, splits[0])}\n\n"
+                 f"![accuracy](accuracy.png)\n\nSigns of collapse, first tenth of the run -> last tenth "
+                 f"(`nrt.testbed.collapse_signs`):\n\n{collapse_table(results, splits[0])}")
     if earlier is not None and "nrt-ws" in results["methods"]:
         pooled = pool(earlier, results, str(args.pool_with))
         text += f"\n\nPooled with the grid in {args.pool_with}, 3-digit, paired on seeds against nrt-ws:\n\n" \

@@ -122,6 +122,32 @@ class WarmStart:
     evaluate_below_loss: float | None = None
 
 
+@dataclass(frozen=True)
+class Budget:
+    """A warm start, then training on question-answer pairs from it: the same for every method trained."""
+
+    warm: WarmStart = WarmStart(evaluate_below_loss=0.3)
+    validation_size: int = 100  # the warm start's own validation file (disjoint from the evaluation files)
+    steps: int = 20
+    prompts_per_step: int = 8
+    num_traces: int = 8
+    lr: float = 1e-5
+    max_trace_tokens: int = 96
+    eval_size: int = 400
+    train_size: int = 2000
+
+    def train_overrides(self, traces: bool = True) -> dict[str, Any]:
+        """The training keys every method shares (a preset supplies the rest); ``traces``: False for sft."""
+        return {"steps": self.steps, "prompts_per_step": self.prompts_per_step,
+                **({"num_traces": self.num_traces} if traces else {}), "max_trace_tokens": self.max_trace_tokens,
+                "max_answer_tokens": 8, "lr": self.lr, "report_to": []}
+
+
+# The pipeline end to end in seconds (tests; a check that everything runs), not a result.
+QUICK = Budget(warm=WarmStart(max_steps=1, eval_every=1, max_trace_tokens=8), validation_size=2, steps=2,
+               prompts_per_step=2, num_traces=2, max_trace_tokens=8, eval_size=4, train_size=8)
+
+
 def warm_start(model: str, settings: WarmStart, folder: Path, validation: Path,
                never_train_on: Collection[str] = ()) -> list[dict[str, Any]]:
     """Teach worked column traces until greedy accuracy on ``validation`` reaches the ``settings.target`` window;

@@ -203,9 +203,10 @@ def _testbed(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from nrt.demo import QUICK, Budget, run
+    from nrt.arithmetic import QUICK
+    from nrt.demo import DEMO, run
 
-    run(args.model, Path(args.out), QUICK if args.quick else Budget(), threads=args.threads)
+    run(args.model, Path(args.out), QUICK if args.quick else DEMO, threads=args.threads)
 
 
 def _presets(args: argparse.Namespace) -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -61,7 +62,24 @@ def load_reward_fn(spec: str) -> RewardFn:
         raise ConfigError(f"reward_fn: {where} has no attribute {name!r} (reward_fn={spec!r})")
     if not callable(fn):
         raise ConfigError(f"reward_fn: {spec!r} names an object of type {type(fn).__name__}, not a function")
+    return check_signature(fn, spec)
+
+
+def check_signature(fn: RewardFn, spec: str = "") -> RewardFn:
+    """``fn``, if it can be called as ``fn(samples, tokenizer)``: a function of another signature is refused
+    before the run starts, not with a TypeError from inside the first step."""
+    try:
+        inspect.signature(fn).bind(None, None)
+    except TypeError:
+        raise ConfigError(f"reward_fn {spec or _name(fn)}: its signature is {inspect.signature(fn)}; a reward "
+                          "function is called as fn(samples, tokenizer) (see nrt.reward_fn)") from None
+    except ValueError:  # no signature to inspect (some builtins): the call itself will tell
+        pass
     return fn
+
+
+def _name(fn: RewardFn) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 def _import_module(name: str, spec: str) -> ModuleType:
@@ -96,7 +114,7 @@ def call_reward_fn(fn: RewardFn, samples: list[Sample], tokenizer: Any, spec: st
     ``spec``, the config key's value, names the function in errors (else its qualified name does).
     """
     rewards = fn(samples, tokenizer)
-    name = spec or f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+    name = spec or _name(fn)
     expected = f"a float tensor of shape [{len(samples)}] (one reward per sample)"
     if not isinstance(rewards, Tensor):
         raise ConfigError(f"reward_fn {name}: returned a {type(rewards).__name__}; expected {expected}, "

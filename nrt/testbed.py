@@ -511,7 +511,7 @@ def paired_table(results: dict[str, Any], baseline: str = "nrt-ws", split: str =
     return "\n".join(lines)
 
 
-def collapse_signs(run: dict[str, Any], start_accuracy: float) -> dict[str, Any]:
+def collapse_signs(run: dict[str, Any], start_accuracy: float, split: str = "in-dist") -> dict[str, Any]:
     """How a run's traces changed from its first tenth of steps to its last, and whether that is a collapse.
 
     A collapse is what NRT.md calls one: the traces shrink (the last tenth's mean length is under half the
@@ -530,22 +530,22 @@ def collapse_signs(run: dict[str, Any], start_accuracy: float) -> dict[str, Any]
              "trace_entropy": (mean("trace_entropy", first), mean("trace_entropy", last)),
              "delimiter_rate": (mean("delimiter_rate", first), mean("delimiter_rate", last)),
              "answer_nll_gain": (mean("answer_nll_gain", first), mean("answer_nll_gain", last)),
-             "accuracy": run["eval"]["in-dist"]["accuracy"]}
+             "accuracy": run["eval"][split]["accuracy"]}
     signs["collapsed"] = (signs["trace_len"][1] < 0.5 * signs["trace_len"][0] or signs["delimiter_rate"][1] < 0.5
                           or signs["accuracy"] < start_accuracy - 0.05)
     return signs
 
 
-def collapse_table(results: dict[str, Any]) -> str:
+def collapse_table(results: dict[str, Any], split: str = "in-dist") -> str:
     """Markdown: per method, the seed means of each collapse sign (first tenth of the run -> last tenth) and
-    how many of its seeds collapsed (``collapse_signs``)."""
-    start = results["start"]["in-dist"]["accuracy"]
+    how many of its seeds collapsed (``collapse_signs``, accuracy on ``split``)."""
+    start = results["start"][split]["accuracy"]
     lines = ["| method | trace length | trace entropy | delimiter rate | answer NLL gain | collapsed seeds |",
              "|---|---|---|---|---|---|"]
     for name, runs in results["methods"].items():
         if all(m["trace_len_mean"] == 0 for r in runs for m in r["metrics"]):
             continue  # sft samples no trace
-        signs = [collapse_signs(r, start) for r in runs]
+        signs = [collapse_signs(r, start, split) for r in runs]
         cells = [f"{statistics.mean(s[key][0] for s in signs):.2f} → {statistics.mean(s[key][1] for s in signs):.2f}"
                  for key in ("trace_len", "trace_entropy", "delimiter_rate", "answer_nll_gain")]
         lines.append(f"| {name} | {' | '.join(cells)} | {sum(s['collapsed'] for s in signs)} of {len(signs)} |")
@@ -563,16 +563,17 @@ def curve_table(results: dict[str, Any], split: str = "in-dist") -> str:
     return "\n".join(lines)
 
 
-def plot_accuracy(results: dict[str, Any], path: Path) -> None:
-    """Held-out accuracy at each evaluation point, every method on shared axes (seed mean), from the start."""
-    splits = ("in-dist", "longer")
+ACCURACY_PANELS = [("in-dist", "held-out accuracy, trained lengths"), ("longer", "held-out accuracy, longer chains")]
 
+
+def plot_accuracy(results: dict[str, Any], path: Path, panels: list[tuple[str, str]] = ACCURACY_PANELS) -> None:
+    """Held-out accuracy at each evaluation point, every method on shared axes (seed mean), from the start;
+    ``panels``: (split, title) each."""
     def point(step: int, figures: dict[str, Any]) -> dict[str, Any]:
-        return {"step": step, **{split: figures[split]["accuracy"] for split in splits}}
+        return {"step": step, **{split: figures[split]["accuracy"] for split, _ in panels}}
 
     plot_curves({name: [[point(0, results["start"]), *(point(p["step"], p) for p in r["curve"])] for r in runs]
-                 for name, runs in results["methods"].items()}, path,
-                [("in-dist", "held-out accuracy, trained lengths"), ("longer", "held-out accuracy, longer chains")])
+                 for name, runs in results["methods"].items()}, path, panels)
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

@@ -36,7 +36,7 @@ from nrt.data import FieldNames, load_examples
 from nrt.host_memory import retain_freed_memory
 from nrt.modeling import Policy, apply_lora, enable_gradient_checkpointing, load_policy, pad_vocabulary
 from nrt.prompts import Encoded, encode_example
-from nrt.reward_fn import RewardFn, load_reward_fn
+from nrt.reward_fn import RewardFn, check_signature, load_reward_fn
 from nrt.rollout import SamplingCopy
 from nrt.runlog import NullRunLog, RunLog, read_jsonl, run_name
 from nrt.sharding import full_state_dict, load_optimizer, save_optimizer, shard_model
@@ -190,6 +190,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None 
             raise ConfigError(f"reward_fn: given twice, as the config key ({cfg.reward_fn!r}) and as train's "
                               "reward_fn argument; give one")
         check_external_reward(cfg)  # the config key is checked by TrainConfig.validate
+        check_signature(reward_fn)
     elif cfg.reward_fn:
         reward_fn = load_reward_fn(cfg.reward_fn)
     run_dir = Path(cfg.output_dir)

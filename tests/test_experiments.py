@@ -68,3 +68,33 @@ def test_real_model_experiment_quick_on_the_tiny_model(tiny_model_dir, tmp_path)
                            cwd=ROOT, capture_output=True, text=True)  # seed 3 again: would pair a seed with itself
     assert clash.returncode != 0 and "must be fresh" in clash.stderr
 
+
+
+def test_real_model_answer_term_and_long_runs_on_the_tiny_model(tiny_model_dir, tmp_path):
+    """The answer-term variants, accuracy every N steps with the collapse table, one evaluation file; an
+    unfinished run goes on from its last checkpoint; runs of another length are refused, not read back."""
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "experiments/real_model.py", "--quick", "--model", str(tiny_model_dir), "--out",
+           str(tmp_path / "out"), "--runs", str(runs), "--splits", "3-digit", "--steps", "4", "--eval-every", "2",
+           "--methods", "nrt-ws,nrt-ws no answer term,control (verified trace) no answer term"]
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout + first.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    run = results["methods"]["nrt-ws no answer term"][0]
+    assert [p["step"] for p in run["curve"]] == [2, 4] and set(run["eval"]) == {"3-digit"}
+    assert run["eval"] == {"3-digit": run["curve"][-1]["3-digit"]} and len(run["metrics"]) == 4
+    config = (runs / "nrt-ws_no_answer_term-seed0" / "config.yaml").read_text()
+    assert re.search(r"^answer_weight: 0\.0$", config, re.M), config
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "3-digit, paired on seeds against control (verified trace)" not in readme  # no control with the term
+    assert "Held-out accuracy (3-digit) during training" in readme and "collapsed seeds" in readme
+    assert (tmp_path / "out" / "accuracy.png").stat().st_size > 10_000
+    (runs / "nrt-ws-seed0" / "record.json").unlink()  # as if killed after its last checkpoint
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "] train nrt-ws seed 0 (resumed)" in again.stdout and again.stdout.count("] train ") == 1
+    shorter = subprocess.run([*cmd[:-4], "--steps", "2", "--methods", "nrt-ws"], cwd=ROOT, capture_output=True,
+                             text=True)
+    assert shorter.returncode != 0 and "their own --runs folder" in shorter.stderr
+    wrong = subprocess.run([*cmd, "--eval-every", "3"], cwd=ROOT, capture_output=True, text=True)
+    assert wrong.returncode == 2 and "must divide the 4 steps" in wrong.stderr

@@ -103,6 +103,22 @@ def test_a_file_attribute_that_is_not_a_function(tmp_path):
         load_reward_fn(f"{tmp_path / 'r.py'}:not_a_function")
 
 
+def test_a_reward_of_another_signature_is_refused_before_the_run(tiny_model_dir, qa_file, tmp_path):
+    """A one-argument function (the tokenizer forgotten) is named with its signature, from the key or the argument;
+    a function that takes more, with defaults, is accepted."""
+    (tmp_path / "r.py").write_text("def one(samples):\n    return None\n\n"
+                                   "def more(samples, tokenizer, scale=1.0):\n    return None\n")
+    with pytest.raises(ConfigError, match=r"reward_fn .*r.py:one: its signature is \(samples\); a reward function "
+                                          r"is called as fn\(samples, tokenizer\)"):
+        load_reward_fn(f"{tmp_path / 'r.py'}:one")
+    assert load_reward_fn(f"{tmp_path / 'r.py'}:more").__name__ == "more"
+    cfg = load_config("nrt-ws", {"model": str(tiny_model_dir), "data": str(qa_file),
+                                 "output_dir": str(tmp_path / "run"), "report_to": []})
+    with pytest.raises(ConfigError, match=r"its signature is \(samples\)"):
+        train(cfg, reward_fn=lambda samples: None)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(("returned", "message"), [
     ([1.0, 0.0, 1.0], r"reward_fn my.spec:f: returned a list; expected a float tensor of shape \[3\]"),
     (torch.ones(2), r"reward_fn my.spec:f: returned shape \[2\]; expected a float tensor of shape \[3\]"),

@@ -39,7 +39,7 @@ def test_real_model_experiment_quick_on_the_tiny_model(tiny_model_dir, tmp_path)
     assert list(results["methods"]) == ["sft", "verifree", "rlpr", "jepo", "nrt-gm", "nrt-ws",
                                         "control (verified trace)"]
     assert all(set(r["eval"]) == {"3-digit", "4-digit"} for runs in results["methods"].values() for r in runs)
-    assert len(results["warm_start"]) == 2 and (tmp_path / "runs" / "warm-start" / "config.json").is_file()
+    assert len(results["warm_start"]) == 1 and (tmp_path / "runs" / "warm-start" / "config.json").is_file()
     data = tmp_path / "runs" / "data"  # the warm start stopped on its own validation file, not an evaluation file
     assert not questions(data / "validation.jsonl") & questions(data / "3-digit.jsonl", data / "4-digit.jsonl")
     readme = (tmp_path / "out" / "README.md").read_text()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from nrt.plots import plot_curves
+from nrt.reports import write_report
 
 TRAIN_TASK = "reasoning_gym:chain_sum:min_terms=2:max_terms=2:max_digits=2"
 EVAL_TASKS = {  # short column name → task
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
                                                                 for t in r["eval"]["tasks"]]} for r in rows]},
                                                  indent=1))
     text = table(rows)
-    (out / "README.md").write_text(
+    write_report(out / "README.md",
         f"# Comparison: every method from `{args.model}`\n\n`{command}`, stages run at commit {commit}. Training and "
         f"evaluation took {total} in all (the sum of the stages; this invocation {wall:.0f} min, reusing finished "
         f"stages).\n\nTrained on `{TRAIN_TASK}`; budget (every method): "

@@ -48,6 +48,7 @@ import torch
 from nrt import arithmetic
 from nrt.arithmetic import QUICK, Budget, examples, questions, trace_sum
 from nrt.plots import plot_curves
+from nrt.reports import write_report
 from nrt.testbed import (
     collapse_table,
     curve_table,
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
         text += f"\n\nPooled with the grid in {args.pool_with}, 3-digit, paired on seeds against nrt-ws:\n\n" \
             + paired_table(pooled, split="3-digit")
     command = " ".join(["python", "experiments/real_model.py", *(argv if argv is not None else sys.argv[1:])])
-    (out / "README.md").write_text(
+    write_report(out / "README.md",
         f"# Every method from one warm start of `{args.model}`\n\n`{command}` at commit {commit}: {minutes:.0f} min "
         f"(this invocation; finished stages are read back). Budget (every method): {asdict(budget)}. Warm start "
         f"(the chosen evaluation is marked): {history}.\n\n"

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from nrt.reports import generated_text
+
 CORE = ["control (exact-trace reward)", "sft", "jepo", "verifree", "rlpr", "nrt-gm", "nrt-ws", "nrt-ws-inv"]
 DERIVED = [f"{preset} derived token reward"
            for preset in ("jepo", "verifree", "rlpr", "nrt-gm", "nrt-ws", "nrt-ws-inv")]
@@ -52,7 +54,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "nrt", *command[1:]], check=True)
     sections = []  # every variant with results under --out, also those not run this time, in GRID's order
     for variant in [v for v in GRID if (out / v / "README.md").is_file()]:
-        body = (out / variant / "README.md").read_text().split("\n", 2)[2]  # below the variant's title
+        body = generated_text(out / variant / "README.md").split("\n", 2)[2]  # below the variant's title
         sections.append(f"## {variant}\n\n{body.replace('](curves.png)', f']({variant}/curves.png)')}")
     minutes = (time.perf_counter() - started) / 60
     (out / "summary.md").write_text(

@@ -28,6 +28,7 @@ import torch
 
 from nrt import testbed
 from nrt.modeling import load_policy
+from nrt.reports import write_report
 
 STARTS = {
     "base": testbed.Settings(eval_size=1000),
@@ -154,7 +155,7 @@ def main() -> None:
     for name in ("noise, one stage", "noise, two stages"):
         per_token, summed, gap = sigma(testbed.start_checkpoint(STARTS[name]), testbed.VARIANTS["noise"])
         lines.append(f"| {name} | {per_token:.3f} | {summed:.3f} | {gap:.2f} |")
-    (out / "README.md").write_text("\n".join(lines) + "\n")
+    write_report(out / "README.md", "\n".join(lines))
     (out / "results.json").write_text(json.dumps({"starts": starts_eval, "runs": done}))
     print("\n".join(lines))
 

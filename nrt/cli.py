@@ -152,6 +152,7 @@ def _int_list(text: str) -> list[int]:
 def _testbed(args: argparse.Namespace) -> None:
     from nrt import testbed
     from nrt.config import ConfigError
+    from nrt.reports import write_report
 
     methods = args.methods.split(",") if args.methods else testbed.QUICK if args.quick else list(testbed.METHODS)
     for flag, names in (("--methods", methods), ("--baseline", [args.baseline])):
@@ -195,7 +196,7 @@ def _testbed(args: argparse.Namespace) -> None:
                  + testbed.paired_table(testbed.pool_draws(draws), args.baseline) + "\n")
     minutes = (time.perf_counter() - started) / 60
     command = shlex.join(["nrt", *sys.argv[1:]]) if sys.argv[1:2] == ["testbed"] else "nrt testbed"
-    (out / "README.md").write_text(f"# nrt testbed ({settings.variant})\n\n`{command}`: {len(seeds)} seed(s) x "
+    write_report(out / "README.md", f"# nrt testbed ({settings.variant})\n\n`{command}`: {len(seeds)} seed(s) x "
                                    f"{len(draws)} start draw(s), {settings.eval_size} held-out problems per split, "
                                    f"{minutes:.1f} min.\n\n{text}")
     print(text)

@@ -1,5 +1,7 @@
 """Presets, overrides and config errors that name the key."""
 
+from pathlib import Path
+
 import pytest
 
 from nrt.cli import main
@@ -81,3 +83,12 @@ def test_cli_lists_presets_and_keys(capsys):
 @pytest.mark.parametrize("text", ["on", "off"])
 def test_a_bare_on_or_off_is_the_choice_not_a_bool(text):
     assert load_config("nrt-ws", [f"chunked_logits={text}"]).chunked_logits == text
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[1] / "configs" / "recipes").glob("*.yaml")))
+def test_each_gpu_recipe_loads_and_names_its_own_launch_command(recipe):
+    """A recipe is a valid config, and the command in its header launches that same file."""
+    cfg = load_config(str(recipe), ["model=/path/to/model", "data=qa.jsonl"])
+    assert cfg.aggregation == "weighted_sum_log_prob" and cfg.max_trace_tokens == 256
+    header = "".join(line for line in recipe.read_text().splitlines(keepends=True) if line.startswith("#"))
+    assert f"--config configs/recipes/{recipe.name}" in header

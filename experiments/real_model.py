@@ -128,9 +128,11 @@ def run_method(name: str, seed: int, start: Path, budget: Budget, runs: Path, da
     record = run_dir / "record.json"
     if record.is_file():
         done = json.loads(record.read_text())
-        if len(done["metrics"]) != budget.steps:
-            raise SystemExit(f"{record}: a run of {len(done['metrics'])} steps, not {budget.steps}: runs of "
-                             "another length need their own --runs folder")
+        ran = done.get("budget") or {"steps": len(done["metrics"])}  # older records: their length only
+        wanted = json.loads(json.dumps(asdict(budget)))
+        if differ := {k: (v, wanted[k]) for k, v in ran.items() if v != wanted[k]}:
+            raise SystemExit(f"{record}: a run of another budget (ran, asked: {differ}); runs of another budget "
+                             "need their own --runs folder")
         return done
     resume = latest_checkpoint(run_dir) is not None  # an unfinished run goes on from its last checkpoint
     if not resume:
@@ -150,7 +152,7 @@ def run_method(name: str, seed: int, start: Path, budget: Budget, runs: Path, da
              for c in complete_checkpoints(run_dir)] if eval_every else []
     final = {split: curve[-1][split] for split in splits} if curve \
         else evaluate(result.checkpoint / "model", budget, data, splits)
-    out = {"seed": seed, "minutes": minutes, "metrics": result.metrics, "eval": final,
+    out = {"seed": seed, "budget": asdict(budget), "minutes": minutes, "metrics": result.metrics, "eval": final,
            **({"curve": curve} if curve else {})}
     record.write_text(json.dumps(out))
     return out
@@ -193,7 +195,10 @@ def main(argv: list[str] | None = None) -> None:
                         "(after the warm start).")
     parser.add_argument("--methods", default=",".join(GRID), help=f"Comma-separated, from {list(METHODS)}.")
     parser.add_argument("--steps", type=int, help="Training steps of every method (default: the budget's 20). "
-                        "Runs of another length need their own --runs folder.")
+                        "Runs of another budget need their own --runs folder.")
+    parser.add_argument("--prompts-per-step", type=int, help="Questions per step, each with the budget's 8 traces "
+                        "(default: the budget's 8); a smaller rollout for long runs.")
+    parser.add_argument("--seeds", type=int, help="Seeds of every method (default: 2-3, per method).")
     parser.add_argument("--eval-every", type=int, default=0, help="Also evaluate every N steps (held-out "
                         "accuracy during training, and the collapse table); 0: only at the end.")
     parser.add_argument("--splits", default=",".join(SPLITS), help=f"Evaluation files, from {list(SPLITS)}.")
@@ -210,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     budget = QUICK if args.quick else Budget()
     if args.steps is not None:
         budget = replace(budget, steps=args.steps)
+    if args.prompts_per_step is not None:
+        budget = replace(budget, prompts_per_step=args.prompts_per_step)
     methods, splits = args.methods.split(","), tuple(args.splits.split(","))
     for flag, names, known in (("--methods", methods, METHODS), ("--splits", splits, SPLITS)):
         if unknown := [n for n in names if n not in known]:
@@ -234,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
                                           for s in SPLITS}))
     results: dict[str, Any] = {"budget": asdict(budget), "warm_start": history,
                                "start": json.loads(start_eval.read_text()), "methods": {}}
-    seeds = {name: 1 if args.quick else SEEDS[name] for name in methods}
+    seeds = {name: 1 if args.quick else args.seeds or SEEDS[name] for name in methods}
     # Seed-major: every method's first seed finishes before any method's second (an interrupted grid is balanced).
     jobs = [(name, args.first_seed + i) for i in range(max(seeds.values())) for name in methods if i < seeds[name]]
     missing = [job for job in jobs if not (run_folder(runs, *job) / "record.json").is_file()] if args.finished else []

@@ -76,6 +76,7 @@ def test_real_model_answer_term_and_long_runs_on_the_tiny_model(tiny_model_dir, 
     runs = tmp_path / "runs"
     cmd = [sys.executable, "experiments/real_model.py", "--quick", "--model", str(tiny_model_dir), "--out",
            str(tmp_path / "out"), "--runs", str(runs), "--splits", "3-digit", "--steps", "4", "--eval-every", "2",
+           "--prompts-per-step", "1", "--seeds", "1",
            "--methods", "nrt-ws,nrt-ws no answer term,control (verified trace) no answer term"]
     first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -83,6 +84,7 @@ def test_real_model_answer_term_and_long_runs_on_the_tiny_model(tiny_model_dir, 
     run = results["methods"]["nrt-ws no answer term"][0]
     assert [p["step"] for p in run["curve"]] == [2, 4] and set(run["eval"]) == {"3-digit"}
     assert run["eval"] == {"3-digit": run["curve"][-1]["3-digit"]} and len(run["metrics"]) == 4
+    assert run["budget"]["prompts_per_step"] == 1
     config = (runs / "nrt-ws_no_answer_term-seed0" / "config.yaml").read_text()
     assert re.search(r"^answer_weight: 0\.0$", config, re.M), config
     readme = (tmp_path / "out" / "README.md").read_text()
@@ -95,6 +97,6 @@ def test_real_model_answer_term_and_long_runs_on_the_tiny_model(tiny_model_dir, 
     assert "] train nrt-ws seed 0 (resumed)" in again.stdout and again.stdout.count("] train ") == 1
     shorter = subprocess.run([*cmd[:-4], "--steps", "2", "--methods", "nrt-ws"], cwd=ROOT, capture_output=True,
                              text=True)
-    assert shorter.returncode != 0 and "their own --runs folder" in shorter.stderr
+    assert shorter.returncode != 0 and "another budget (ran, asked: {'steps': (4, 2)})" in shorter.stderr
     wrong = subprocess.run([*cmd, "--eval-every", "3"], cwd=ROOT, capture_output=True, text=True)
     assert wrong.returncode == 2 and "must divide the 4 steps" in wrong.stderr

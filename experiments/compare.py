@@ -82,7 +82,8 @@ def train(method: str, model: str, budget: Budget, runs: Path) -> tuple[Path, di
     if not done.is_file():
         print(f"[{time.strftime('%H:%M')}] train {method} ({budget.steps} steps)", flush=True)
         minutes = run_logged([sys.executable, "-m", "nrt", "train", "--config", method, *budget.overrides(method),
-                              f"model={model}", f"output_dir={run_dir}", "progress=false"],
+                              f"model={model}", f"output_dir={run_dir}", "progress=false",
+                              "overwrite_output_dir=true"],  # an unfinished run starts over
                              runs / f"{method}.train.log")
         done.write_text(json.dumps({"minutes": minutes, "commit": head_commit()}))
     trained = run_dir / "checkpoints" / f"step-{budget.steps:06d}" / "model"

@@ -104,6 +104,13 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(done, key=lambda p: int(p.name.removeprefix("step-")))
 
 
+def earlier_run(run_dir: Path) -> list[Path]:
+    """What an earlier run left in ``run_dir`` (checkpoints, logs): a new run there would mix with it (its
+    logs cut to the new run's steps, its checkpoints next to the new ones, where ``--resume`` would find them)."""
+    names = ("checkpoints", "metrics.jsonl", "samples.jsonl", "tensorboard")
+    return [run_dir / name for name in names if (run_dir / name).exists()]
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     done = complete_checkpoints(run_dir)
     return done[-1] if done else None

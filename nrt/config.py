@@ -207,6 +207,8 @@ class TrainConfig:
     # --- run -------------------------------------------------------------------------------------
     seed: int = _f(0, "Seed for sampling, data order and initialisation.")
     output_dir: str = _f("runs/nrt", "Run folder: metrics, logs, samples, checkpoints.")
+    overwrite_output_dir: bool = _f(False, "Start over in an output_dir that holds an earlier run, deleting its "
+                                    "checkpoints and logs; without it such a folder is refused (unless resuming).")
     save_every: int = _f(0, "Checkpoint every N steps (0: only at the end).")
     keep_checkpoints: int = _f(2, "How many step checkpoints to keep (the newest).")
     samples_per_step: int = _f(4, "Traces written to samples.jsonl per step.")

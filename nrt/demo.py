@@ -142,6 +142,7 @@ def run(model: str, out: Path, budget: Budget = DEMO, threads: int | None = None
           "question-answer pairs only", flush=True)
     cfg = load_config("nrt-ws", {
         "model": str(out / "warm-start"), "data": str(files["train"]), "output_dir": str(out / "nrt-ws"),
+        "overwrite_output_dir": True,  # a demo run again starts over
         **budget.train_overrides(), "samples_per_step": budget.prompts_per_step * budget.num_traces})
     result = train(cfg)
     now = clock("training", now)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import textwrap
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from transformers import get_scheduler
 
 from nrt.checkpoint import (
     checkpoint_tmp,
+    earlier_run,
     finish_checkpoint,
     latest_checkpoint,
     load_trainer_state,
@@ -201,6 +203,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None 
     if resume and checkpoint is None:
         log.warning("--resume: no complete checkpoint in %s (killed before its first one?); starting from step 0",
                     run_dir)
+    earlier = [] if resume else earlier_run(run_dir)
+    if earlier and not cfg.overwrite_output_dir:
+        raise ConfigError(f"output_dir: {run_dir} holds an earlier run ({', '.join(p.name for p in earlier)}); a "
+                          "new run would mix with it. Continue it with --resume, choose another output_dir, or set "
+                          "overwrite_output_dir=true to delete those and start over")
     if cfg.eval_every:
         from nrt.evaluate import check_tasks
 
@@ -260,6 +267,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None 
 
     main = accelerator.is_main_process
     if main:
+        for path in earlier:  # overwrite_output_dir: the earlier run's checkpoints and logs go
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         log.info("data %s: %s", cfg.data, data_stats)

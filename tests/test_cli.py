@@ -152,6 +152,26 @@ def test_resume_needs_the_run_folder(tiny_model_dir, qa_file, tmp_path, caplog):
     assert "no complete checkpoint" in caplog.text and "step 0" in caplog.text
 
 
+def test_a_new_run_into_an_earlier_runs_folder_is_refused(tiny_model_dir, qa_file, tmp_path, capsys):
+    """A second run without --resume would cut the first's logs and leave its checkpoints for --resume to find:
+    refused with what is there; overwrite_output_dir starts over; --resume continues."""
+    run = tmp_path / "run"
+    args = ["train", *(f"{k}={v}" for k, v in tiny_overrides(tiny_model_dir, qa_file, run, steps=2).items()
+                       if k != "report_to"), "report_to=[]"]
+    assert main(args) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main([*args, "steps=1"]) == 2
+    err = capsys.readouterr().err
+    assert f"output_dir: {run} holds an earlier run (checkpoints, metrics.jsonl, samples.jsonl)" in err
+    assert "--resume" in err and "overwrite_output_dir=true" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # nothing touched
+    assert main([*args, "steps=1", "overwrite_output_dir=true"]) == 0
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-000001"]
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    assert main([*args, "steps=3", "--resume"]) == 0
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+
+
 def test_data_smaller_than_one_batch_warns(tiny_model_dir, tmp_path, caplog):
     data = tmp_path / "one.jsonl"
     data.write_text('{"question": "1+1?", "answer": "2"}\n')

@@ -106,11 +106,11 @@ def _limit(text: str) -> int | None:
     return value
 
 
-def default_output(model: str) -> Path:
+def default_output(model: str, think: bool = True) -> Path:
     """Where ``nrt eval`` writes its JSON: in a local model's folder, else under ``runs/eval/<name>/``
-    (git-ignored, as all of ``runs/``)."""
-    folder = Path(model).expanduser()
-    return folder / "eval.json" if folder.is_dir() else Path("runs", "eval", model, "eval.json")
+    (git-ignored, as all of ``runs/``); ``eval-no-think.json`` without traces, so one mode keeps the other's."""
+    folder, name = Path(model).expanduser(), "eval.json" if think else "eval-no-think.json"
+    return folder / name if folder.is_dir() else Path("runs", "eval", model, name)
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -133,7 +133,7 @@ def _eval(args: argparse.Namespace) -> None:
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     if all(r.skipped for r in results):
         raise DataError("every task was skipped (why: in the table above); nothing was evaluated")
-    output = Path(args.output) if args.output else default_output(args.model)
+    output = Path(args.output) if args.output else default_output(args.model, think=not args.no_think)
     write_results(results, output, vars(args) | {"func": None, "output": str(output)})
     print(f"samples and scores: {output}")
 
@@ -264,8 +264,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-seed", type=int, default=999, help="Seed block of held-out reasoning_gym problems.")
     p.add_argument("--system-prompt", default=None, help="A system message before every question.")
     p.add_argument("--output", default=None, help="JSON with per-task figures and every sample; default: eval.json "
-                   "in the model's folder, or runs/eval/<model name>/eval.json for a hub name or the embedded "
-                   "default.")
+                   "(eval-no-think.json with --no-think) in the model's folder, or under runs/eval/<model name>/ "
+                   "for a hub name or the embedded default.")
     _inference_args(p)
 
 

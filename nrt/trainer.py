@@ -332,10 +332,11 @@ def evaluate_during_training(policy: Policy, cfg: TrainConfig) -> dict[str, floa
 SHORT_RUN = 50  # steps: below this, first/last means are a smoke test, not a learning curve
 
 
-def reading_notes(steps: int, answer_nll_gain: float | None) -> list[str]:
-    """What a run's closing figures can and cannot show, for the runs likely to be misread: short ones, and
-    ones whose traces make the answer less likely (a first ``make train``: 6 steps, gain -0.80 -> -1.52).
-    ``answer_nll_gain``: the last steps' mean (None without traces)."""
+def reading_notes(steps: int, answer_nll_gain: float | None, tied_groups: float | None = None) -> list[str]:
+    """What a run's closing figures can and cannot show, for the runs likely to be misread: short ones, ones
+    whose traces make the answer less likely (a first ``make train``: 6 steps, gain -0.80 -> -1.52), and ones
+    whose rewards stopped ranking the traces. ``answer_nll_gain``, ``tied_groups``: the last steps' means of the
+    answer NLL gain and of ``zero_std_group_fraction`` (None without traces)."""
     notes = []
     if steps < SHORT_RUN:
         notes.append(f"{steps} steps: the figures above are a smoke test (the run works), not a learning curve; "
@@ -347,6 +348,10 @@ def reading_notes(steps: int, answer_nll_gain: float | None) -> list[str]:
                      "the default data: about -1 nat/token): its traces do not help yet. `nrt demo` (`make demo`) "
                      "shows the method learning: held-out accuracy before and after, under 20 minutes "
                      "on 2 CPU cores.")
+    if tied_groups is not None and tied_groups >= 0.9:
+        notes.append(f"zero_std_group_fraction {tied_groups:.2f}: in most prompt groups every trace got the same "
+                     "reward, so their advantages are 0 and the trace term learned nothing from them. A reward_fn "
+                     "that never (or always) fires does this; so do traces that are all alike.")
     return [textwrap.fill(note, 110, initial_indent="  ", subsequent_indent="    ") for note in notes]
 
 
@@ -354,7 +359,8 @@ def summary(cfg: TrainConfig, metrics: list[dict[str, Any]], checkpoint: Path | 
             seconds: float, data_stats: dict[str, int]) -> str:
     """Short end-of-run report: how the headline figures moved from the first to the last steps, and what
     they can show (``reading_notes``)."""
-    lines = [f"nrt: {len(metrics)} steps of {cfg.aggregation if cfg.trace else 'sft'} in {seconds / 60:.1f} min "
+    what = "sft" if not cfg.trace else f"reward_fn {cfg.reward_fn}" if cfg.reward_fn else cfg.aggregation
+    lines = [f"nrt: {len(metrics)} step{'' if len(metrics) == 1 else 's'} of {what} in {seconds / 60:.1f} min "
              f"(data: {data_stats})"]
     if metrics:
         window = max(1, min(3, len(metrics) // 2))
@@ -364,7 +370,10 @@ def summary(cfg: TrainConfig, metrics: list[dict[str, Any]], checkpoint: Path | 
             a = sum(m[key] for m in first) / window
             b = sum(m[key] for m in last) / window
             lines.append(f"  {label:30s} {a:10.4f} -> {b:10.4f}   (mean of first/last {window} steps)")
-        lines += reading_notes(len(metrics), sum(m["answer_nll_gain"] for m in last) / window if cfg.trace else None)
+        def last_mean(key: str) -> float | None:
+            return sum(m[key] for m in last) / window if cfg.trace else None
+
+        lines += reading_notes(len(metrics), last_mean("answer_nll_gain"), last_mean("zero_std_group_fraction"))
     lines.append(f"  checkpoint: {checkpoint / 'model' if checkpoint else 'none'}")
     trackers = [str(run_dir / "tensorboard") if name == "tensorboard" else
                 f"wandb run {run_name(cfg)!r} in project {cfg.wandb_project!r}" for name in cfg.report_to]

@@ -123,6 +123,10 @@ def test_eval_writes_next_to_the_model_not_into_the_current_folder(tiny_model_di
     assert main(["eval", "--model", str(model), "--tasks", str(qa_file), "--limit", "1", "--max-trace-tokens", "2",
                  "--max-answer-tokens", "2"]) == 0
     assert (model / "eval.json").is_file() and not (tmp_path / "eval.json").exists()
+    think = (model / "eval.json").read_bytes()
+    assert main(["eval", "--model", str(model), "--tasks", str(qa_file), "--limit", "1", "--no-think",
+                 "--max-answer-tokens", "2"]) == 0
+    assert (model / "eval-no-think.json").is_file() and (model / "eval.json").read_bytes() == think  # both kept
     from nrt.cli import default_output
 
     named = default_output("smollm2-135m-instruct")

@@ -6,9 +6,9 @@ from nrt import load_config
 from nrt.trainer import reading_notes, summary
 
 
-def _metrics(steps: int, gain: float) -> list[dict[str, float]]:
+def _metrics(steps: int, gain: float, tied: float = 0.1) -> list[dict[str, float]]:
     return [{"step": i + 1, "reward_raw_mean": -3.0, "trace_len_mean": 60.0, "answer_nll_gain": gain,
-             "delimiter_rate": 0.2} for i in range(steps)]
+             "delimiter_rate": 0.2, "zero_std_group_fraction": tied} for i in range(steps)]
 
 
 def test_a_first_run_is_read_as_a_smoke_test_and_points_to_the_demo():
@@ -28,6 +28,9 @@ def test_which_runs_get_which_note():
     assert long_negative.lstrip().startswith("answer NLL gain < 0") and "nrt demo" in long_negative
     (sft,) = reading_notes(6, None)  # no traces: no gain to read
     assert "smoke test" in sft
+    (tied,) = reading_notes(200, 0.4, 1.0)  # a reward_fn that never fired: every group tied
+    assert "zero_std_group_fraction 1.00" in tied and "learned nothing" in tied
+    assert reading_notes(200, 0.4, 0.5) == []
 
 
 def test_summary_of_a_first_run_carries_the_notes_and_lists_only_written_logs(tmp_path: Path):
@@ -37,3 +40,8 @@ def test_summary_of_a_first_run_carries_the_notes_and_lists_only_written_logs(tm
     assert "tensorboard" not in text  # not written with report_to: []
     assert "tensorboard" in summary(load_config("nrt-ws", {}), _metrics(60, 0.5), None, tmp_path, 60.0, {})
     assert "smoke test" not in summary(cfg, _metrics(60, 0.5), None, tmp_path, 60.0, {})
+    assert "zero_std_group_fraction 1.00" in summary(cfg, _metrics(60, 0.5, tied=1.0), None, tmp_path, 60.0, {})
+    assert summary(cfg, _metrics(1, 0.5), None, tmp_path, 6.0, {}).startswith("nrt: 1 step of weighted_sum_log_prob")
+    custom = load_config("nrt-ws", {"report_to": [], "reward_fn": "examples/rewards.py:exact_match"})
+    assert summary(custom, _metrics(60, 0.5), None, tmp_path, 60.0, {}).startswith(
+        "nrt: 60 steps of reward_fn examples/rewards.py:exact_match")

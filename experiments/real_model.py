@@ -73,17 +73,14 @@ SEEDS = {"sft": 2, "verifree": 2, "rlpr": 3, "jepo": 2, "nrt-gm": 2, "nrt-ws": 3
 GRID = ["sft", "verifree", "rlpr", "jepo", "nrt-gm", "nrt-ws", CONTROL]  # the default --methods
 
 
-def accuracy(policy: Any, path: Path, budget: Budget) -> dict[str, float]:
-    return arithmetic.accuracy(policy, path, limit=budget.eval_size, max_trace_tokens=budget.max_trace_tokens)
-
-
 def evaluate(folder: Path, budget: Budget, data: Path, splits: tuple[str, ...]) -> dict[str, dict[str, float]]:
     """Greedy think-then-answer accuracy of the model in ``folder`` on each evaluation file."""
     from nrt.modeling import inference_device, load_policy
 
     policy = load_policy(str(folder), device=inference_device())
     policy.model.eval()
-    return {split: accuracy(policy, data / f"{split}.jsonl", budget) for split in splits}
+    return {split: arithmetic.accuracy(policy, data / f"{split}.jsonl", limit=budget.eval_size,
+                                       max_trace_tokens=budget.max_trace_tokens) for split in splits}
 
 
 def warm_start(model: str, budget: Budget, runs: Path, data: Path) -> tuple[Path, list[dict[str, Any]]]:
@@ -233,12 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     start, history = warm_start(args.model, budget, runs, data)
     start_eval = runs / "start-eval.json"
     if not start_eval.is_file():
-        from nrt.modeling import inference_device, load_policy
-
-        policy = load_policy(str(start), device=inference_device())
-        policy.model.eval()
-        start_eval.write_text(json.dumps({s: accuracy(policy, data / f"{s}.jsonl", budget)
-                                          for s in SPLITS}))
+        start_eval.write_text(json.dumps(evaluate(start, budget, data, SPLITS)))
     results: dict[str, Any] = {"budget": asdict(budget), "warm_start": history,
                                "start": json.loads(start_eval.read_text()), "methods": {}}
     seeds = {name: 1 if args.quick else args.seeds or SEEDS[name] for name in methods}

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from nrt.runlog import METRICS_FILE, SAMPLES_FILE
+
 STATE_FILE = "trainer_state.pt"
 
 
@@ -107,8 +109,8 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
 def earlier_run(run_dir: Path) -> list[Path]:
     """What an earlier run left in ``run_dir`` (checkpoints, logs): a new run there would mix with it (its
     logs cut to the new run's steps, its checkpoints next to the new ones, where ``--resume`` would find them)."""
-    names = ("checkpoints", "metrics.jsonl", "samples.jsonl", "tensorboard")
-    return [run_dir / name for name in names if (run_dir / name).exists()]
+    paths = (checkpoint_root(run_dir), run_dir / METRICS_FILE, run_dir / SAMPLES_FILE, run_dir / "tensorboard")
+    return [path for path in paths if path.exists()]
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

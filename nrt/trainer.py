@@ -268,7 +268,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, reward_fn: RewardFn | None 
     main = accelerator.is_main_process
     if main:
         for path in earlier:  # overwrite_output_dir: the earlier run's checkpoints and logs go
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         log.info("data %s: %s", cfg.data, data_stats)
@@ -365,15 +368,17 @@ def summary(cfg: TrainConfig, metrics: list[dict[str, Any]], checkpoint: Path | 
     if metrics:
         window = max(1, min(3, len(metrics) // 2))
         first, last = metrics[:window], metrics[-window:]
+
+        def mean(part: list[dict[str, Any]], key: str) -> float:
+            return sum(m[key] for m in part) / window
+
         for key, label in [("reward_raw_mean", "reward"), ("trace_len_mean", "trace length"),
                            ("answer_nll_gain", "answer NLL gain (nats/token)"), ("delimiter_rate", "delimiter rate")]:
-            a = sum(m[key] for m in first) / window
-            b = sum(m[key] for m in last) / window
-            lines.append(f"  {label:30s} {a:10.4f} -> {b:10.4f}   (mean of first/last {window} steps)")
-        def last_mean(key: str) -> float | None:
-            return sum(m[key] for m in last) / window if cfg.trace else None
-
-        lines += reading_notes(len(metrics), last_mean("answer_nll_gain"), last_mean("zero_std_group_fraction"))
+            lines.append(f"  {label:30s} {mean(first, key):10.4f} -> {mean(last, key):10.4f}   "
+                         f"(mean of first/last {window} steps)")
+        gain, tied = ((mean(last, "answer_nll_gain"), mean(last, "zero_std_group_fraction")) if cfg.trace
+                      else (None, None))
+        lines += reading_notes(len(metrics), gain, tied)
     lines.append(f"  checkpoint: {checkpoint / 'model' if checkpoint else 'none'}")
     trackers = [str(run_dir / "tensorboard") if name == "tensorboard" else
                 f"wandb run {run_name(cfg)!r} in project {cfg.wandb_project!r}" for name in cfg.report_to]

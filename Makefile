@@ -8,7 +8,7 @@ install:
 	PYTHON=$(PYTHON) bash scripts/install.sh
 
 train: install
-	$(PYTHON) -m nrt train --config configs/nrt-ws.yaml
+	$(PYTHON) -m nrt train --config configs/nrt-ws.yaml overwrite_output_dir=true  # the smoke test starts over each time
 
 demo: install
 	$(PYTHON) -m nrt demo

@@ -116,7 +116,8 @@ def run_folder(runs: Path, name: str, seed: int) -> Path:
 def run_method(name: str, seed: int, start: Path, budget: Budget, runs: Path, data: Path,
                eval_every: int, splits: tuple[str, ...]) -> dict[str, Any]:
     """Train ``name`` with ``seed`` from the warm start and evaluate it (every ``eval_every`` steps too, when
-    set: the record's ``curve``), unless that finished before. ``minutes``: training time of the last launch."""
+    set: the record's ``curve``; then only the last checkpoint is kept), unless that finished before. ``minutes``:
+    training time of the last launch."""
     from nrt import load_config, train
     from nrt.checkpoint import complete_checkpoints, latest_checkpoint
     from nrt.modeling import load_policy
@@ -152,6 +153,8 @@ def run_method(name: str, seed: int, start: Path, budget: Budget, runs: Path, da
     out = {"seed": seed, "budget": asdict(budget), "minutes": minutes, "metrics": result.metrics, "eval": final,
            **({"curve": curve} if curve else {})}
     record.write_text(json.dumps(out))
+    for checkpoint in complete_checkpoints(run_dir)[:-1]:  # kept only for the curve: 1.6 GB each at 135M
+        shutil.rmtree(checkpoint)
     return out
 
 

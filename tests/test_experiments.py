@@ -91,6 +91,8 @@ def test_real_model_answer_term_and_long_runs_on_the_tiny_model(tiny_model_dir, 
     assert "3-digit, paired on seeds against control (verified trace)" not in readme  # no control with the term
     assert "Held-out accuracy (3-digit) during training" in readme and "collapsed seeds" in readme
     assert (tmp_path / "out" / "accuracy.png").stat().st_size > 10_000
+    kept = sorted(p.name for p in (runs / "nrt-ws-seed0" / "checkpoints").iterdir())
+    assert kept == ["step-000004"], kept  # the step-2 checkpoint went once the curve was evaluated
     (runs / "nrt-ws-seed0" / "record.json").unlink()  # as if killed after its last checkpoint
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr

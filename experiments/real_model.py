@@ -119,7 +119,7 @@ def run_method(name: str, seed: int, start: Path, budget: Budget, runs: Path, da
     set: the record's ``curve``; then only the last checkpoint is kept), unless that finished before. ``minutes``:
     training time of the last launch."""
     from nrt import load_config, train
-    from nrt.checkpoint import complete_checkpoints, latest_checkpoint
+    from nrt.checkpoint import complete_checkpoints, latest_checkpoint, prune_checkpoints
     from nrt.modeling import load_policy
 
     run_dir = run_folder(runs, name, seed)
@@ -153,8 +153,7 @@ def run_method(name: str, seed: int, start: Path, budget: Budget, runs: Path, da
     out = {"seed": seed, "budget": asdict(budget), "minutes": minutes, "metrics": result.metrics, "eval": final,
            **({"curve": curve} if curve else {})}
     record.write_text(json.dumps(out))
-    for checkpoint in complete_checkpoints(run_dir)[:-1]:  # kept only for the curve: 1.6 GB each at 135M
-        shutil.rmtree(checkpoint)
+    prune_checkpoints(run_dir, keep=1)  # the others were kept only for the curve: 1.6 GB each at 135M
     return out
 
 

@@ -91,9 +91,14 @@ def finish_checkpoint(folder: Path, keep: int) -> Path:
     if final.exists():
         shutil.rmtree(final)
     folder.rename(final)
-    for old in complete_checkpoints(final.parent.parent)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old)
+    prune_checkpoints(final.parent.parent, keep)
     return final
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    """Delete the complete checkpoints of ``run_dir`` older than the newest ``keep`` (none when ``keep`` <= 0)."""
+    for old in complete_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old)
 
 
 def complete_checkpoints(run_dir: Path) -> list[Path]:

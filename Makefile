@@ -14,7 +14,7 @@ demo: install
 	$(PYTHON) -m nrt demo
 
 test: install
-	$(PYTHON) -m ruff check nrt tests benchmarks
+	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -q
 
 test-slow: install

@@ -8,9 +8,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "experiments"))
 
-from testbed_why_control import step_table  # noqa: E402
+from testbed_why_control import step_table
 
-from nrt import testbed  # noqa: E402
+from nrt import testbed
 
 for draw in (0, 1, 2):
     settings = testbed.Settings(warm_until=0.38, start_seed=draw, eval_size=1000)

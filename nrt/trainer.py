@@ -333,13 +333,26 @@ def evaluate_during_training(policy: Policy, cfg: TrainConfig) -> dict[str, floa
 
 
 SHORT_RUN = 50  # steps: below this, first/last means are a smoke test, not a learning curve
+COLLAPSE_FRACTION = 0.5  # the collapse criterion of the experiments (nrt.testbed.collapse_signs): under half
 
 
-def reading_notes(steps: int, answer_nll_gain: float | None, tied_groups: float | None = None) -> list[str]:
+def delimiter_drifted(first: float, last: float) -> bool:
+    """Whether the delimiter rate fell to under one half, by at least 0.1: a model that never wrote the
+    delimiter often is not drifting, and a rate near one half moves by a few hundredths from step to step."""
+    return last < COLLAPSE_FRACTION and first - last >= 0.1
+
+
+def reading_notes(steps: int, answer_nll_gain: float | None, tied_groups: float | None = None, *,
+                  trace_len: tuple[float, float] | None = None,
+                  delimiter_rates: dict[str, tuple[float, float]] | None = None) -> list[str]:
     """What a run's closing figures can and cannot show, for the runs likely to be misread: short ones, ones
-    whose traces make the answer less likely (a first ``make train``: 6 steps, gain -0.80 -> -1.52), and ones
-    whose rewards stopped ranking the traces. ``answer_nll_gain``, ``tied_groups``: the last steps' means of the
-    answer NLL gain and of ``zero_std_group_fraction`` (None without traces)."""
+    whose traces make the answer less likely (a first ``make train``: 6 steps, gain -0.80 -> -1.52), ones
+    whose rewards stopped ranking the traces, and the two signs of collapse worth stopping for: traces that
+    shrink, and traces that stop writing the delimiter (which long runs of the 135M model did under every
+    reward while accuracy rose). ``answer_nll_gain``, ``tied_groups``: the last steps' means of the answer NLL
+    gain and of ``zero_std_group_fraction`` (None without traces). ``trace_len``: mean trace length of the
+    first and last steps. ``delimiter_rates``: first and last delimiter rate per source, e.g. ``"sampled"``
+    and ``"held-out <task>"`` (greedy, from the first and last evaluation during training)."""
     notes = []
     if steps < SHORT_RUN:
         notes.append(f"{steps} steps: the figures above are a smoke test (the run works), not a learning curve; "
@@ -355,7 +368,32 @@ def reading_notes(steps: int, answer_nll_gain: float | None, tied_groups: float 
         notes.append(f"zero_std_group_fraction {tied_groups:.2f}: in most prompt groups every trace got the same "
                      "reward, so their advantages are 0 and the trace term learned nothing from them. A reward_fn "
                      "that never (or always) fires does this; so do traces that are all alike.")
+    if trace_len is not None and trace_len[1] < COLLAPSE_FRACTION * trace_len[0]:
+        notes.append(f"trace length {trace_len[0]:.1f} -> {trace_len[1]:.1f} tokens, under half: the traces are "
+                     "shrinking, the collapse a likelihood reward drives when a shorter trace makes the answer more "
+                     "likely. Compare held-out accuracy with `sft` on the same data, and read samples.jsonl "
+                     "(docs/metrics.md, What the traces do).")
+    drifted = {source: rates for source, rates in (delimiter_rates or {}).items() if delimiter_drifted(*rates)}
+    if drifted:
+        moves = "; ".join(f"{source} {first:.2f} -> {last:.2f}" for source, (first, last) in drifted.items())
+        notes.append(f"delimiter rate {moves}: most traces now end without the delimiter, so the model no longer "
+                     "answers on its own. `nrt eval` and `nrt generate` append the delimiter after every trace, "
+                     "so accuracy still reads the answer; append it when you serve the model, or keep a "
+                     "checkpoint from before the drift (docs/metrics.md, The delimiter drifts).")
     return [textwrap.fill(note, 110, initial_indent="  ", subsequent_indent="    ") for note in notes]
+
+
+def delimiter_rates(metrics: list[dict[str, Any]], window: int) -> dict[str, tuple[float, float]]:
+    """First and last delimiter rate: of the sampled traces (means of ``window`` steps), and of the greedy
+    held-out traces per evaluation task (the first and last evaluation, where there were two or more)."""
+    rates = {"sampled": (sum(m["delimiter_rate"] for m in metrics[:window]) / window,
+                         sum(m["delimiter_rate"] for m in metrics[-window:]) / window)}
+    for key in dict.fromkeys(k for m in metrics for k in m if k.startswith("eval/") and k.endswith("/delimiter_rate")):
+        evaluated = [m[key] for m in metrics if key in m]
+        if len(evaluated) > 1:
+            rates[f"held-out {key.removeprefix('eval/').removesuffix('/delimiter_rate')}"] = (evaluated[0],
+                                                                                           evaluated[-1])
+    return rates
 
 
 def summary(cfg: TrainConfig, metrics: list[dict[str, Any]], checkpoint: Path | None, run_dir: Path,
@@ -376,9 +414,12 @@ def summary(cfg: TrainConfig, metrics: list[dict[str, Any]], checkpoint: Path | 
                            ("answer_nll_gain", "answer NLL gain (nats/token)"), ("delimiter_rate", "delimiter rate")]:
             lines.append(f"  {label:30s} {mean(first, key):10.4f} -> {mean(last, key):10.4f}   "
                          f"(mean of first/last {window} steps)")
-        gain, tied = ((mean(last, "answer_nll_gain"), mean(last, "zero_std_group_fraction")) if cfg.trace
-                      else (None, None))
-        lines += reading_notes(len(metrics), gain, tied)
+        if cfg.trace:
+            lines += reading_notes(len(metrics), mean(last, "answer_nll_gain"), mean(last, "zero_std_group_fraction"),
+                                   trace_len=(mean(first, "trace_len_mean"), mean(last, "trace_len_mean")),
+                                   delimiter_rates=delimiter_rates(metrics, window))
+        else:
+            lines += reading_notes(len(metrics), None)
     lines.append(f"  checkpoint: {checkpoint / 'model' if checkpoint else 'none'}")
     trackers = [str(run_dir / "tensorboard") if name == "tensorboard" else
                 f"wandb run {run_name(cfg)!r} in project {cfg.wandb_project!r}" for name in cfg.report_to]

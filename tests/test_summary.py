@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
+import pytest
+
 from nrt import load_config
-from nrt.trainer import reading_notes, summary
+from nrt.trainer import delimiter_drifted, delimiter_rates, reading_notes, summary
 
 
 def _metrics(steps: int, gain: float, tied: float = 0.1) -> list[dict[str, float]]:
@@ -45,3 +47,45 @@ def test_summary_of_a_first_run_carries_the_notes_and_lists_only_written_logs(tm
     custom = load_config("nrt-ws", {"report_to": [], "reward_fn": "examples/rewards.py:exact_match"})
     assert summary(custom, _metrics(60, 0.5), None, tmp_path, 60.0, {}).startswith(
         "nrt: 60 steps of reward_fn examples/rewards.py:exact_match")
+
+
+def test_the_delimiter_drifts_only_when_it_falls_under_one_half_by_a_tenth():
+    assert delimiter_drifted(0.62, 0.47)  # nrt-ws, seed 0, 100 steps of the 135M model (sampled)
+    assert not delimiter_drifted(0.64, 0.52)  # its seed 1: still above one half
+    assert delimiter_drifted(1.0, 0.03)  # the held-out greedy rate of the same run
+    assert not delimiter_drifted(0.2, 0.2)  # a model that seldom wrote it: not a drift
+    assert not delimiter_drifted(0.52, 0.45)  # a rate near one half wanders by a few hundredths
+
+
+def test_delimiter_rates_reads_the_sampled_window_and_the_first_and_last_evaluation():
+    metrics = [{"delimiter_rate": r} for r in (0.6, 0.7, 0.5, 0.4, 0.3, 0.5)]
+    metrics[1]["eval/3-digit/delimiter_rate"] = 1.0
+    metrics[3]["eval/3-digit/delimiter_rate"] = 0.4
+    metrics[5]["eval/3-digit/delimiter_rate"] = 0.1
+    metrics[5]["eval/once/delimiter_rate"] = 0.0  # evaluated once: no first and last to compare
+    rates = delimiter_rates(metrics, 2)
+    assert rates.keys() == {"sampled", "held-out 3-digit"}
+    assert rates["sampled"] == pytest.approx((0.65, 0.4)) and rates["held-out 3-digit"] == (1.0, 0.1)
+
+
+def test_the_signs_of_collapse_get_a_note_naming_their_figures():
+    (shrinking,) = reading_notes(200, 0.4, trace_len=(23.0, 2.0))
+    assert "trace length 23.0 -> 2.0 tokens, under half" in shrinking
+    assert reading_notes(200, 0.4, trace_len=(38.0, 37.2)) == []
+    (drift,) = reading_notes(200, 2.9, delimiter_rates={"sampled": (0.64, 0.52), "held-out 3-digit": (1.0, 0.03)})
+    assert "held-out 3-digit 1.00 -> 0.03" in drift and "sampled" not in drift  # only the source that drifted
+    assert "append it when you serve the model" in drift
+    assert reading_notes(200, 2.9, delimiter_rates={"sampled": (0.64, 0.52)}) == []
+
+
+def test_summary_notes_a_drift_seen_only_in_the_held_out_evaluation(tmp_path: Path):
+    cfg = load_config("nrt-ws", {"report_to": []})
+    metrics = _metrics(100, 2.5)
+    metrics[19]["eval/3-digit/delimiter_rate"] = 1.0
+    metrics[99]["eval/3-digit/delimiter_rate"] = 0.0
+    text = summary(cfg, metrics, None, tmp_path, 60.0, {})
+    assert "held-out 3-digit 1.00 -> 0.00" in text and "sampled" not in text
+    assert "delimiter rate held-out" not in summary(cfg, _metrics(100, 2.5), None, tmp_path, 60.0, {})
+    sft = summary(load_config("sft", {"report_to": []}), [{**m, "trace_len_mean": 0.0} for m in metrics], None,
+                  tmp_path, 60.0, {})
+    assert "under half" not in sft and "delimiter rate held-out" not in sft  # no traces: nothing to drift

@@ -11,6 +11,8 @@
         --runs experiments/runs-answer-term --out results/real-model-answer-term  # the answer term on and off
     python experiments/real_model.py --steps 100 --eval-every 20 --runs experiments/runs-long \
         --out results/real-model-long  # long runs: accuracy every 20 steps and the signs of collapse
+    python experiments/real_model.py --methods 'nrt-ws,nrt-ws format weight 1' --steps 100 --eval-every 20 \
+        --runs experiments/runs-real-model-format --out results/real-model-format  # does the format term hold it?
 
 1. Warm start (supervised, minutes): the model (default SmolLM2-135M-Instruct) is taught to write 3-digit
    additions column by column (``7+9=16, write 6 carry 1. 4+8+1=13, write 3 carry 1. 3+5+1=9, write 9.``),
@@ -61,15 +63,17 @@ from nrt.testbed import (
 
 CONTROL = "control (verified trace)"
 SPLITS = ("3-digit", "4-digit")
-# name -> (preset, overrides, rewarded by the verifier); answer_weight 0: the trace term alone (no answer term)
+# name -> (preset, overrides, rewarded by the verifier); answer_weight 0: the trace term alone (no answer term);
+# format_weight 1 (the preset's 0.3): a stronger pull toward writing the delimiter
 METHODS: dict[str, tuple[str, dict[str, Any], bool]] = {
     **{name: (name, {}, False) for name in ("sft", "verifree", "rlpr", "jepo", "nrt-gm", "nrt-ws")},
     CONTROL: ("nrt-ws", {}, True),
     "nrt-ws no answer term": ("nrt-ws", {"answer_weight": 0.0}, False),
     f"{CONTROL} no answer term": ("nrt-ws", {"answer_weight": 0.0}, True),
+    "nrt-ws format weight 1": ("nrt-ws", {"format_weight": 1.0}, False),
 }
 SEEDS = {"sft": 2, "verifree": 2, "rlpr": 3, "jepo": 2, "nrt-gm": 2, "nrt-ws": 3, CONTROL: 3,
-         "nrt-ws no answer term": 3, f"{CONTROL} no answer term": 3}
+         "nrt-ws no answer term": 3, f"{CONTROL} no answer term": 3, "nrt-ws format weight 1": 2}
 GRID = ["sft", "verifree", "rlpr", "jepo", "nrt-gm", "nrt-ws", CONTROL]  # the default --methods
 
 

@@ -12,7 +12,8 @@
     python experiments/real_model.py --steps 100 --eval-every 20 --runs experiments/runs-long \
         --out results/real-model-long  # long runs: accuracy every 20 steps and the signs of collapse
     python experiments/real_model.py --methods 'nrt-ws,nrt-ws format weight 1' --steps 100 --eval-every 20 \
-        --runs experiments/runs-real-model-format --out results/real-model-format  # does the format term hold it?
+        --prompts-per-step 4 --seeds 2 --splits 3-digit --workers 2 --runs experiments/runs-real-model-format \
+        --out results/real-model-format  # does a stronger format term hold the delimiter on long runs?
 
 1. Warm start (supervised, minutes): the model (default SmolLM2-135M-Instruct) is taught to write 3-digit
    additions column by column (``7+9=16, write 6 carry 1. 4+8+1=13, write 3 carry 1. 3+5+1=9, write 9.``),

@@ -339,7 +339,7 @@ COLLAPSE_FRACTION = 0.5  # the collapse criterion of the experiments (nrt.testbe
 def delimiter_drifted(first: float, last: float) -> bool:
     """Whether the delimiter rate fell to under one half, by at least 0.1: a model that never wrote the
     delimiter often is not drifting, and a rate near one half moves by a few hundredths from step to step."""
-    return last < COLLAPSE_FRACTION and first - last >= 0.1
+    return last < COLLAPSE_FRACTION and round(first - last, 9) >= 0.1  # round: 0.5 - 0.4 is 0.0999...
 
 
 def reading_notes(steps: int, answer_nll_gain: float | None, tied_groups: float | None = None, *,
@@ -351,8 +351,8 @@ def reading_notes(steps: int, answer_nll_gain: float | None, tied_groups: float 
     shrink, and traces that stop writing the delimiter (which long runs of the 135M model did under every
     reward while accuracy rose). ``answer_nll_gain``, ``tied_groups``: the last steps' means of the answer NLL
     gain and of ``zero_std_group_fraction`` (None without traces). ``trace_len``: mean trace length of the
-    first and last steps. ``delimiter_rates``: first and last delimiter rate per source, e.g. ``"sampled"``
-    and ``"held-out <task>"`` (greedy, from the first and last evaluation during training)."""
+    first and last steps. ``delimiter_rates``: first and last delimiter rate per source, as the function
+    ``delimiter_rates`` returns them."""
     notes = []
     if steps < SHORT_RUN:
         notes.append(f"{steps} steps: the figures above are a smoke test (the run works), not a learning curve; "
@@ -376,10 +376,10 @@ def reading_notes(steps: int, answer_nll_gain: float | None, tied_groups: float 
     drifted = {source: rates for source, rates in (delimiter_rates or {}).items() if delimiter_drifted(*rates)}
     if drifted:
         moves = "; ".join(f"{source} {first:.2f} -> {last:.2f}" for source, (first, last) in drifted.items())
-        notes.append(f"delimiter rate {moves}: most traces now end without the delimiter, so the model no longer "
-                     "answers on its own. `nrt eval` and `nrt generate` append the delimiter after every trace, "
-                     "so accuracy still reads the answer; append it when you serve the model, or keep a "
-                     "checkpoint from before the drift (docs/metrics.md, The delimiter drifts).")
+        notes.append(f"delimiter rate {moves}: more traces now end without the delimiter than with it, and the "
+                     "model does not answer where nothing appends it. `nrt eval` and `nrt generate` append the "
+                     "delimiter after every trace, so accuracy still reads the answer; append it when you serve "
+                     "the model, or keep a checkpoint from before the drift (docs/metrics.md, What the traces do).")
     return [textwrap.fill(note, 110, initial_indent="  ", subsequent_indent="    ") for note in notes]
 
 
@@ -404,7 +404,9 @@ def summary(cfg: TrainConfig, metrics: list[dict[str, Any]], checkpoint: Path | 
     lines = [f"nrt: {len(metrics)} step{'' if len(metrics) == 1 else 's'} of {what} in {seconds / 60:.1f} min "
              f"(data: {data_stats})"]
     if metrics:
-        window = max(1, min(3, len(metrics) // 2))
+        # a tenth of a long run (as nrt.testbed.collapse_signs): 3 steps are too few traces to tell a drift
+        # from noise; up to 3 steps, at most half, of a short one
+        window = max(1, min(3, len(metrics) // 2), len(metrics) // 10)
         first, last = metrics[:window], metrics[-window:]
 
         def mean(part: list[dict[str, Any]], key: str) -> float:

@@ -50,11 +50,12 @@ def test_summary_of_a_first_run_carries_the_notes_and_lists_only_written_logs(tm
 
 
 def test_the_delimiter_drifts_only_when_it_falls_under_one_half_by_a_tenth():
-    assert delimiter_drifted(0.62, 0.47)  # nrt-ws, seed 0, 100 steps of the 135M model (sampled)
+    assert delimiter_drifted(0.62, 0.47)  # nrt-ws, seed 0, 100 steps of the 135M model (sampled, tenths)
     assert not delimiter_drifted(0.64, 0.52)  # its seed 1: still above one half
     assert delimiter_drifted(1.0, 0.03)  # the held-out greedy rate of the same run
     assert not delimiter_drifted(0.2, 0.2)  # a model that seldom wrote it: not a drift
     assert not delimiter_drifted(0.52, 0.45)  # a rate near one half wanders by a few hundredths
+    assert delimiter_drifted(0.5, 0.4) and not delimiter_drifted(0.5, 0.41)  # 0.1 exactly, in floating point
 
 
 def test_delimiter_rates_reads_the_sampled_window_and_the_first_and_last_evaluation():
@@ -63,19 +64,45 @@ def test_delimiter_rates_reads_the_sampled_window_and_the_first_and_last_evaluat
     metrics[3]["eval/3-digit/delimiter_rate"] = 0.4
     metrics[5]["eval/3-digit/delimiter_rate"] = 0.1
     metrics[5]["eval/once/delimiter_rate"] = 0.0  # evaluated once: no first and last to compare
+    metrics[5]["eval/data/qa_test.jsonl/delimiter_rate"] = 0.0  # a file task: its name keeps its slashes
+    metrics[1]["eval/data/qa_test.jsonl/delimiter_rate"] = 0.9
     rates = delimiter_rates(metrics, 2)
-    assert rates.keys() == {"sampled", "held-out 3-digit"}
+    assert rates.keys() == {"sampled", "held-out 3-digit", "held-out data/qa_test.jsonl"}
     assert rates["sampled"] == pytest.approx((0.65, 0.4)) and rates["held-out 3-digit"] == (1.0, 0.1)
 
 
 def test_the_signs_of_collapse_get_a_note_naming_their_figures():
     (shrinking,) = reading_notes(200, 0.4, trace_len=(23.0, 2.0))
     assert "trace length 23.0 -> 2.0 tokens, under half" in shrinking
-    assert reading_notes(200, 0.4, trace_len=(38.0, 37.2)) == []
+    assert len(reading_notes(200, 0.4, trace_len=(38.0, 18.9))) == 1
+    assert reading_notes(200, 0.4, trace_len=(38.0, 19.1)) == []
     (drift,) = reading_notes(200, 2.9, delimiter_rates={"sampled": (0.64, 0.52), "held-out 3-digit": (1.0, 0.03)})
     assert "held-out 3-digit 1.00 -> 0.03" in drift and "sampled" not in drift  # only the source that drifted
     assert "append it when you serve the model" in drift
     assert reading_notes(200, 2.9, delimiter_rates={"sampled": (0.64, 0.52)}) == []
+
+
+def _long_run(first: dict[str, float], last: dict[str, float]) -> list[dict[str, float]]:
+    """100 steps of a run whose traces help (gain 2.5), the first 10 and the last 10 steps changed."""
+    metrics = _metrics(100, 2.5)
+    for i in range(10):
+        metrics[i].update(first)
+        metrics[90 + i].update(last)
+    return metrics
+
+
+def test_summary_reads_a_long_run_over_its_first_and_last_tenth(tmp_path: Path):
+    cfg = load_config("nrt-ws", {"report_to": []})
+    metrics = _long_run({"delimiter_rate": 0.62}, {"delimiter_rate": 0.4})
+    for i in range(97, 100):  # the last 3 steps alone are back at the start's rate: a 3-step window sees no drift
+        metrics[i]["delimiter_rate"] = 0.62
+    text = summary(cfg, metrics, None, tmp_path, 60.0, {})
+    assert "(mean of first/last 10 steps)" in text and "sampled 0.62 -> 0.47" in text
+    (shrunk,) = [line for line in summary(cfg, _long_run({"trace_len_mean": 40.0}, {"trace_len_mean": 10.0}), None,
+                                          tmp_path, 60.0, {}).splitlines() if "under half" in line]
+    assert "trace length 40.0 -> 10.0 tokens" in shrunk
+    grown = summary(cfg, _long_run({"trace_len_mean": 10.0}, {"trace_len_mean": 40.0}), None, tmp_path, 60.0, {})
+    assert "under half" not in grown
 
 
 def test_summary_notes_a_drift_seen_only_in_the_held_out_evaluation(tmp_path: Path):
@@ -86,6 +113,9 @@ def test_summary_notes_a_drift_seen_only_in_the_held_out_evaluation(tmp_path: Pa
     text = summary(cfg, metrics, None, tmp_path, 60.0, {})
     assert "held-out 3-digit 1.00 -> 0.00" in text and "sampled" not in text
     assert "delimiter rate held-out" not in summary(cfg, _metrics(100, 2.5), None, tmp_path, 60.0, {})
-    sft = summary(load_config("sft", {"report_to": []}), [{**m, "trace_len_mean": 0.0} for m in metrics], None,
-                  tmp_path, 60.0, {})
-    assert "under half" not in sft and "delimiter rate held-out" not in sft  # no traces: nothing to drift
+    shrunk_and_drifted = _long_run({"trace_len_mean": 40.0}, {"trace_len_mean": 10.0})
+    shrunk_and_drifted[19]["eval/3-digit/delimiter_rate"] = 1.0
+    shrunk_and_drifted[99]["eval/3-digit/delimiter_rate"] = 0.0
+    assert "under half" in summary(cfg, shrunk_and_drifted, None, tmp_path, 60.0, {})
+    sft = summary(load_config("sft", {"report_to": []}), shrunk_and_drifted, None, tmp_path, 60.0, {})
+    assert "under half" not in sft and "delimiter rate held-out" not in sft  # no traces: no sign of their collapse

@@ -351,8 +351,8 @@ def reading_notes(steps: int, answer_nll_gain: float | None, tied_groups: float 
     shrink, and traces that stop writing the delimiter (which long runs of the 135M model did under every
     reward while accuracy rose). ``answer_nll_gain``, ``tied_groups``: the last steps' means of the answer NLL
     gain and of ``zero_std_group_fraction`` (None without traces). ``trace_len``: mean trace length of the
-    first and last steps. ``delimiter_rates``: first and last delimiter rate per source, as the function
-    ``delimiter_rates`` returns them."""
+    first and last steps. ``delimiter_rates``: first and last delimiter rate per source (``"sampled"``, and
+    those of ``held_out_delimiter_rates``)."""
     notes = []
     if steps < SHORT_RUN:
         notes.append(f"{steps} steps: the figures above are a smoke test (the run works), not a learning curve; "
@@ -383,11 +383,10 @@ def reading_notes(steps: int, answer_nll_gain: float | None, tied_groups: float 
     return [textwrap.fill(note, 110, initial_indent="  ", subsequent_indent="    ") for note in notes]
 
 
-def delimiter_rates(metrics: list[dict[str, Any]], window: int) -> dict[str, tuple[float, float]]:
-    """First and last delimiter rate: of the sampled traces (means of ``window`` steps), and of the greedy
-    held-out traces per evaluation task (the first and last evaluation, where there were two or more)."""
-    rates = {"sampled": (sum(m["delimiter_rate"] for m in metrics[:window]) / window,
-                         sum(m["delimiter_rate"] for m in metrics[-window:]) / window)}
+def held_out_delimiter_rates(metrics: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """First and last delimiter rate of the greedy held-out traces per evaluation task during training (the
+    first and last evaluation, where there were two or more)."""
+    rates: dict[str, tuple[float, float]] = {}
     for key in dict.fromkeys(k for m in metrics for k in m if k.startswith("eval/") and k.endswith("/delimiter_rate")):
         evaluated = [m[key] for m in metrics if key in m]
         if len(evaluated) > 1:
@@ -419,7 +418,9 @@ def summary(cfg: TrainConfig, metrics: list[dict[str, Any]], checkpoint: Path | 
         if cfg.trace:
             lines += reading_notes(len(metrics), mean(last, "answer_nll_gain"), mean(last, "zero_std_group_fraction"),
                                    trace_len=(mean(first, "trace_len_mean"), mean(last, "trace_len_mean")),
-                                   delimiter_rates=delimiter_rates(metrics, window))
+                                   delimiter_rates={"sampled": (mean(first, "delimiter_rate"),
+                                                                mean(last, "delimiter_rate")),
+                                                    **held_out_delimiter_rates(metrics)})
         else:
             lines += reading_notes(len(metrics), None)
     lines.append(f"  checkpoint: {checkpoint / 'model' if checkpoint else 'none'}")

@@ -2,10 +2,8 @@
 
 from pathlib import Path
 
-import pytest
-
 from nrt import load_config
-from nrt.trainer import delimiter_drifted, delimiter_rates, reading_notes, summary
+from nrt.trainer import delimiter_drifted, held_out_delimiter_rates, reading_notes, summary
 
 
 def _metrics(steps: int, gain: float, tied: float = 0.1) -> list[dict[str, float]]:
@@ -58,7 +56,7 @@ def test_the_delimiter_drifts_only_when_it_falls_under_one_half_by_a_tenth():
     assert delimiter_drifted(0.5, 0.4) and not delimiter_drifted(0.5, 0.41)  # 0.1 exactly, in floating point
 
 
-def test_delimiter_rates_reads_the_sampled_window_and_the_first_and_last_evaluation():
+def test_held_out_delimiter_rates_reads_the_first_and_last_evaluation():
     metrics = [{"delimiter_rate": r} for r in (0.6, 0.7, 0.5, 0.4, 0.3, 0.5)]
     metrics[1]["eval/3-digit/delimiter_rate"] = 1.0
     metrics[3]["eval/3-digit/delimiter_rate"] = 0.4
@@ -66,9 +64,9 @@ def test_delimiter_rates_reads_the_sampled_window_and_the_first_and_last_evaluat
     metrics[5]["eval/once/delimiter_rate"] = 0.0  # evaluated once: no first and last to compare
     metrics[5]["eval/data/qa_test.jsonl/delimiter_rate"] = 0.0  # a file task: its name keeps its slashes
     metrics[1]["eval/data/qa_test.jsonl/delimiter_rate"] = 0.9
-    rates = delimiter_rates(metrics, 2)
-    assert rates.keys() == {"sampled", "held-out 3-digit", "held-out data/qa_test.jsonl"}
-    assert rates["sampled"] == pytest.approx((0.65, 0.4)) and rates["held-out 3-digit"] == (1.0, 0.1)
+    rates = held_out_delimiter_rates(metrics)
+    assert rates.keys() == {"held-out 3-digit", "held-out data/qa_test.jsonl"}
+    assert rates["held-out 3-digit"] == (1.0, 0.1)
 
 
 def test_the_signs_of_collapse_get_a_note_naming_their_figures():
@@ -98,6 +96,7 @@ def test_summary_reads_a_long_run_over_its_first_and_last_tenth(tmp_path: Path):
         metrics[i]["delimiter_rate"] = 0.62
     text = summary(cfg, metrics, None, tmp_path, 60.0, {})
     assert "(mean of first/last 10 steps)" in text and "sampled 0.62 -> 0.47" in text
+    assert "delimiter rate                     0.6200 ->     0.4660" in text  # the printed line, the same means
     (shrunk,) = [line for line in summary(cfg, _long_run({"trace_len_mean": 40.0}, {"trace_len_mean": 10.0}), None,
                                           tmp_path, 60.0, {}).splitlines() if "under half" in line]
     assert "trace length 40.0 -> 10.0 tokens" in shrunk
